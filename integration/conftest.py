@@ -1,0 +1,55 @@
+#!/usr/bin/python3
+"""Shared pytest fixtures for the integration tests (loaded by pytest, not run directly).
+
+    /usr/bin/python3 -m pytest integration/ -v
+
+Fixtures:
+  proxy_bin  path of the proxy binary (IPERF3_PROXY_BIN or build/ci/src/iperf3-proxy);
+             skips the test with the path in the message if it is not built yet.
+  race_env   skips unless root, `ip`, `nft` and iperf3 are available and a network
+             namespace can actually be created (containers may forbid it even for root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def proxy_bin() -> Path:
+    path = harness.proxy_binary()
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"proxy binary not built: {path} (build it or set IPERF3_PROXY_BIN)")
+    return path
+
+
+def _race_env_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces and nftables)"
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None:
+            return f"'{tool}' not installed"
+    if not os.access(harness.iperf3_binary(), os.X_OK):
+        return f"iperf3 not found at {harness.iperf3_binary()} (set IPERF3_BIN)"
+    import race_testbed  # local import: it needs nothing at import time, but keeps startup lean
+    try:
+        with race_testbed.NetNamespace("probe"):
+            pass
+    except harness.HarnessError as exc:
+        return f"cannot create a network namespace: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def race_env() -> None:
+    problem = _race_env_problem()
+    if problem:
+        pytest.skip(problem)

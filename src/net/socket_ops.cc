@@ -1,0 +1,96 @@
+#include "net/socket_ops.h"
+
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace iperf3proxy::net {
+
+void setNoDelay(int fd) {
+  const int on = 1;
+  // Best effort: a socket that refuses NODELAY still works, only with Nagle delays.
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+}
+
+UniqueFd startConnect(const Address& to) {
+  UniqueFd fd(::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
+  if (!fd) {
+    return fd;
+  }
+  if (::connect(fd.get(), to.sockaddrPtr(), to.length) == -1 && errno != EINPROGRESS) {
+    const int saved = errno;
+    fd.reset();
+    errno = saved;
+  }
+  return fd;
+}
+
+int socketError(int fd) {
+  int error = 0;
+  socklen_t length = sizeof(error);
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == -1) {
+    return errno;
+  }
+  return error;
+}
+
+std::optional<int> unacknowledgedBytes(int fd) {
+  int bytes = 0;
+  if (ioctl(fd, SIOCOUTQ, &bytes) == -1) {
+    return std::nullopt;
+  }
+  return bytes;
+}
+
+UniqueFd listenTcp(const Address& at, bool dual_stack, std::string* error) {
+  UniqueFd fd(::socket(at.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
+  if (!fd) {
+    *error = "socket: " + errnoText(errno);
+    return fd;
+  }
+  const int on = 1;
+  (void)setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+  if (at.family() == AF_INET6) {
+    const int v6only = dual_stack ? 0 : 1;
+    (void)setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+  }
+  if (::bind(fd.get(), at.sockaddrPtr(), at.length) == -1) {
+    *error = "bind " + at.toString() + ": " + errnoText(errno);
+    fd.reset();
+    return fd;
+  }
+  if (::listen(fd.get(), SOMAXCONN) == -1) {
+    *error = "listen " + at.toString() + ": " + errnoText(errno);
+    fd.reset();
+  }
+  return fd;
+}
+
+std::optional<std::uint16_t> pickFreePort(const Address& host) {
+  UniqueFd fd(::socket(host.family(), SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
+  if (!fd) {
+    return std::nullopt;
+  }
+  Address any = host;
+  any.setPort(0);
+  if (::bind(fd.get(), any.sockaddrPtr(), any.length) == -1) {
+    return std::nullopt;
+  }
+  const auto bound = localAddress(fd.get());
+  if (!bound) {
+    return std::nullopt;
+  }
+  return bound->port();
+}
+
+std::string errnoText(int error_number) {
+  return std::strerror(error_number);
+}
+
+}  // namespace iperf3proxy::net

@@ -1,0 +1,37 @@
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+
+#include "net/address.h"
+#include "net/unique_fd.h"
+
+namespace iperf3proxy::net {
+
+// Thin, errno-preserving wrappers over the socket calls the proxy makes. Each returns the
+// documented failure value and leaves errno for the caller to branch on.
+
+void setNoDelay(int fd);
+
+// Starts a non-blocking TCP connect. Returns the socket (connect may still be in progress) or an
+// invalid fd with errno set.
+UniqueFd startConnect(const Address& to);
+
+// The pending error of a socket (SO_ERROR): 0 once a non-blocking connect has succeeded.
+int socketError(int fd);
+
+// Bytes written but not yet acknowledged by the peer's TCP (SIOCOUTQ minus unsent is not needed:
+// for a freshly connected socket with a few bytes written, 0 means everything was acknowledged,
+// which implies the connection is established and queued on the peer's listener).
+std::optional<int> unacknowledgedBytes(int fd);
+
+// A non-blocking listening TCP socket. `dual_stack` clears IPV6_V6ONLY on an IPv6 wildcard.
+UniqueFd listenTcp(const Address& at, bool dual_stack, std::string* error);
+
+// Binds a throwaway socket to port 0 on `host` and returns the port the kernel picked.
+std::optional<std::uint16_t> pickFreePort(const Address& host);
+
+std::string errnoText(int error_number);
+
+}  // namespace iperf3proxy::net

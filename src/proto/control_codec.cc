@@ -1,0 +1,316 @@
+#include "proto/control_codec.h"
+
+#include <algorithm>
+#include <string_view>
+#include <utility>
+
+namespace iperf3proxy::proto {
+namespace {
+
+bool isClientState(State state) {
+  switch (state) {
+    case State::TestStart:  // accepted by the server as a no-op
+    case State::TestEnd:
+    case State::ClientTerminate:
+    case State::IperfDone:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool isServerState(State state) {
+  switch (state) {
+    case State::ParamExchange:
+    case State::CreateStreams:
+    case State::TestStart:
+    case State::TestRunning:
+    case State::ServerTerminate:
+    case State::ExchangeResults:
+    case State::DisplayResults:
+    case State::IperfDone:
+    case State::AccessDenied:
+    case State::ServerError:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool isStateFrom(Side side, State state) {
+  return side == Side::Client ? isClientState(state) : isServerState(state);
+}
+
+std::int32_t readBigEndian32(const std::uint8_t* p) {
+  const std::uint32_t value = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |
+                              (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+  return static_cast<std::int32_t>(value);
+}
+
+}  // namespace
+
+std::string_view sideName(Side side) {
+  return side == Side::Client ? "client" : "server";
+}
+
+std::string_view codecErrorName(CodecError error) {
+  switch (error) {
+    case CodecError::BadCookie:
+      return "bad cookie";
+    case CodecError::UnknownState:
+      return "unexpected state byte";
+    case CodecError::JsonEmpty:
+      return "empty JSON message";
+    case CodecError::JsonTooLarge:
+      return "JSON message too large";
+    case CodecError::TruncatedMessage:
+      return "message cut short";
+  }
+  return "unknown";
+}
+
+ControlCodec::ControlCodec(CodecLimits limits) : limits_(limits) {
+  client_.expect = Expect::Cookie;
+}
+
+std::uint32_t ControlCodec::capFor(JsonKind kind) const {
+  return kind == JsonKind::Params ? limits_.max_params_json : limits_.max_results_json;
+}
+
+CodecFailure ControlCodec::fail(Side side, CodecError error, std::string detail) const {
+  const Direction& d = side == Side::Client ? client_ : server_;
+  return CodecFailure{error, side, d.offset, std::move(detail)};
+}
+
+void ControlCodec::expectJson(Side side, JsonKind kind) {
+  Direction& d = dir(side);
+  if (d.expect == Expect::Opaque) {
+    return;
+  }
+  d.expect = Expect::JsonLength;
+  d.json_kind = kind;
+  d.partial.clear();
+}
+
+FeedResult ControlCodec::feed(Side side, std::span<const std::uint8_t> bytes) {
+  FeedResult result;
+  if (failure_) {
+    result.failure = failure_;
+    return result;
+  }
+  // On failure `step` leaves `pos` on the offending byte, which is then neither consumed nor
+  // counted in the side's offset.
+  const std::uint64_t start_offset = dir(side).offset;
+  std::size_t pos = 0;
+  while (pos < bytes.size()) {
+    if (auto failure = step(side, bytes, pos, result.events)) {
+      failure->offset = start_offset + pos;
+      failure_ = failure;
+      result.failure = failure;
+      break;
+    }
+  }
+  dir(side).offset = start_offset + pos;
+  result.consumed = pos;
+  return result;
+}
+
+std::optional<CodecFailure> ControlCodec::step(Side side,
+                                               std::span<const std::uint8_t> bytes,
+                                               std::size_t& pos,
+                                               std::vector<ControlEvent>& events) {
+  Direction& d = dir(side);
+  switch (d.expect) {
+    case Expect::Cookie: {
+      const std::size_t take = std::min(kCookieSize - d.partial.size(), bytes.size() - pos);
+      const auto chunk = bytes.subspan(pos, take);
+      const std::size_t at = d.partial.size();
+      d.partial.insert(d.partial.end(), chunk.begin(), chunk.end());
+      // Garbage is refused at its first bad byte, which is left unconsumed.
+      if (const auto bad = firstInvalidCookieByte(d.partial)) {
+        const CookieDefect defect = checkCookie(d.partial);
+        pos += *bad - at;
+        d.partial.resize(*bad);
+        return fail(side, CodecError::BadCookie, std::string(cookieDefectName(defect)));
+      }
+      pos += take;
+      if (d.partial.size() == kCookieSize) {
+        events.push_back(CookieReceived{*Cookie::parse(d.partial)});
+        d.partial.clear();
+        d.expect = Expect::State;
+      }
+      return std::nullopt;
+    }
+    case Expect::State:
+      if (auto failure = onStateByte(side, bytes[pos], events)) {
+        return failure;
+      }
+      ++pos;
+      return std::nullopt;
+    case Expect::JsonLength:
+      if (auto failure = onJsonLengthByte(side, bytes[pos], events)) {
+        return failure;
+      }
+      ++pos;
+      return std::nullopt;
+    case Expect::JsonBody: {
+      const auto take =
+          static_cast<std::uint32_t>(std::min<std::size_t>(d.json_remaining, bytes.size() - pos));
+      if (d.json_kind == JsonKind::Params) {
+        const auto chunk = bytes.subspan(pos, take);
+        d.partial.insert(d.partial.end(), chunk.begin(), chunk.end());
+      }
+      // Results are only counted, never buffered: they can be megabytes and the proxy needs none
+      // of their content.
+      d.json_remaining -= take;
+      pos += take;
+      if (d.json_remaining == 0) {
+        onJsonComplete(side, events);
+      }
+      return std::nullopt;
+    }
+    case Expect::ErrorPayload: {
+      const std::size_t take =
+          std::min(kServerErrorPayloadSize - d.partial.size(), bytes.size() - pos);
+      const auto chunk = bytes.subspan(pos, take);
+      d.partial.insert(d.partial.end(), chunk.begin(), chunk.end());
+      pos += take;
+      if (d.partial.size() == kServerErrorPayloadSize) {
+        events.push_back(ServerErrorReceived{readBigEndian32(d.partial.data()),
+                                             readBigEndian32(d.partial.data() + 4)});
+        d.partial.clear();
+        d.expect = Expect::State;
+      }
+      return std::nullopt;
+    }
+    case Expect::Opaque:
+      // After IPERF_DONE nothing more is interpreted: 3.21+ servers may append a spurious
+      // SERVER_ERROR (protocol §1.7) and the client only drains it.
+      pos = bytes.size();
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+std::optional<CodecFailure> ControlCodec::onStateByte(Side side,
+                                                      std::uint8_t byte,
+                                                      std::vector<ControlEvent>& events) {
+  const State state = stateFromWire(byte);
+  if (!isStateFrom(side, state)) {
+    return fail(side, CodecError::UnknownState,
+                "byte " + std::to_string(static_cast<int>(byte)) + " is not a " +
+                    std::string(sideName(side)) + " state");
+  }
+  events.push_back(StateReceived{side, state});
+  switch (state) {
+    case State::ParamExchange:
+      expectJson(Side::Client, JsonKind::Params);
+      break;
+    case State::ExchangeResults:
+      // The client answers with its results; the server then sends its own.
+      expectJson(Side::Client, JsonKind::Results);
+      expectJson(Side::Server, JsonKind::Results);
+      break;
+    case State::ServerError:
+      dir(side).expect = Expect::ErrorPayload;
+      dir(side).partial.clear();
+      break;
+    case State::IperfDone:
+      // The test is over whoever said it; whatever follows in either direction is drained.
+      client_.expect = Expect::Opaque;
+      server_.expect = Expect::Opaque;
+      break;
+    default:
+      break;
+  }
+  return std::nullopt;
+}
+
+std::optional<CodecFailure> ControlCodec::onJsonLengthByte(Side side,
+                                                           std::uint8_t byte,
+                                                           std::vector<ControlEvent>& events) {
+  Direction& d = dir(side);
+  const std::uint32_t cap = capFor(d.json_kind);
+  // A peer that gives up instead of sending its JSON sends a state byte (e.g. IPERF_DONE, or
+  // SERVER_ERROR). As the top byte of a length it would announce more than the cap allows, so
+  // such a byte can only be a state message.
+  if (d.partial.empty() && (std::uint64_t{byte} << 24) > cap &&
+      isStateFrom(side, stateFromWire(byte))) {
+    d.expect = Expect::State;
+    return onStateByte(side, byte, events);
+  }
+  d.partial.push_back(byte);
+  if (d.partial.size() < 4) {
+    return std::nullopt;
+  }
+  const auto length = static_cast<std::uint32_t>(readBigEndian32(d.partial.data()));
+  d.partial.clear();
+  if (length == 0) {
+    return fail(side, CodecError::JsonEmpty, "JSON length 0");
+  }
+  if (length > cap) {
+    return fail(side, CodecError::JsonTooLarge,
+                "JSON length " + std::to_string(length) + " above cap " + std::to_string(cap));
+  }
+  d.json_length = length;
+  d.json_remaining = length;
+  d.expect = Expect::JsonBody;
+  if (d.json_kind == JsonKind::Params) {
+    d.partial.reserve(length);
+  }
+  return std::nullopt;
+}
+
+void ControlCodec::onJsonComplete(Side side, std::vector<ControlEvent>& events) {
+  Direction& d = dir(side);
+  d.expect = Expect::State;
+  if (d.json_kind == JsonKind::Results) {
+    events.push_back(ResultsReceived{side, d.json_length});
+    return;
+  }
+  const std::string_view json(reinterpret_cast<const char*>(d.partial.data()), d.partial.size());
+  auto parsed = parseTestParams(json);
+  if (auto* params = std::get_if<TestParams>(&parsed)) {
+    events.push_back(ParamsReceived{std::move(*params), d.json_length});
+  } else {
+    events.push_back(ParamsRejected{std::get<ParamsFailure>(std::move(parsed))});
+  }
+  d.partial.clear();
+  d.partial.shrink_to_fit();
+}
+
+FeedResult ControlCodec::finish(Side side) {
+  FeedResult result;
+  if (failure_) {
+    result.failure = failure_;
+    return result;
+  }
+  Direction& d = dir(side);
+  switch (d.expect) {
+    case Expect::State:
+    case Expect::Opaque:
+      return result;
+    case Expect::JsonLength:
+      if (d.partial.empty()) {
+        return result;  // the peer closed instead of answering; the session sees the close
+      }
+      break;
+    case Expect::ErrorPayload:
+      if (d.partial.size() >= 4) {
+        result.events.push_back(
+            ServerErrorReceived{readBigEndian32(d.partial.data()), std::nullopt});
+        d.partial.clear();
+        d.expect = Expect::State;
+        return result;
+      }
+      break;
+    case Expect::Cookie:
+    case Expect::JsonBody:
+      break;
+  }
+  failure_ = fail(side, CodecError::TruncatedMessage, "end of stream inside a message");
+  result.failure = failure_;
+  return result;
+}
+
+}  // namespace iperf3proxy::proto

@@ -1,0 +1,152 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "proto/cookie.h"
+#include "proto/test_params.h"
+#include "proto/wire.h"
+
+namespace iperf3proxy::proto {
+
+// Which peer wrote the bytes.
+enum class Side : std::uint8_t { Client, Server };
+
+std::string_view sideName(Side side);
+
+// ---- Events: what the codec learned from the bytes it consumed -------------------------------
+
+struct CookieReceived {
+  Cookie cookie;
+};
+
+struct StateReceived {
+  Side from;
+  State state;
+};
+
+struct ParamsReceived {
+  TestParams params;
+  std::size_t json_size;
+};
+
+// The params JSON was framed correctly but its content cannot be routed (protocol §2.1).
+struct ParamsRejected {
+  ParamsFailure failure;
+};
+
+struct ResultsReceived {
+  Side from;
+  std::size_t json_size;
+};
+
+struct ServerErrorReceived {
+  std::int32_t i_errno;
+  std::optional<std::int32_t> sys_errno;  // absent: iperf3 <= 3.18 auth failure sends one int
+};
+
+using ControlEvent = std::variant<CookieReceived,
+                                  StateReceived,
+                                  ParamsReceived,
+                                  ParamsRejected,
+                                  ResultsReceived,
+                                  ServerErrorReceived>;
+
+// ---- Errors -----------------------------------------------------------------------------------
+
+enum class CodecError {
+  BadCookie,         // first 37 bytes of the control connection are not a cookie
+  UnknownState,      // a byte where a state was due, but not a state this side may send
+  JsonEmpty,         // a JSON length of zero (every iperf3 rejects it)
+  JsonTooLarge,      // a JSON length above the configured cap
+  TruncatedMessage,  // end of stream in the middle of a message
+};
+
+std::string_view codecErrorName(CodecError error);
+
+struct CodecFailure {
+  CodecError error;
+  Side side;
+  std::uint64_t offset;  // byte offset in that side's stream
+  std::string detail;
+};
+
+struct FeedResult {
+  // Bytes that were decoded and may be forwarded. Equal to the input size unless `failure` is set,
+  // in which case it is the offset of the offending byte within this input.
+  std::size_t consumed = 0;
+  std::vector<ControlEvent> events;
+  std::optional<CodecFailure> failure;
+};
+
+struct CodecLimits {
+  std::uint32_t max_params_json = kDefaultMaxParamsJson;
+  std::uint32_t max_results_json = kDefaultMaxResultsJson;
+};
+
+// A pure decoder of one iperf3 control connection, both directions (bytes in, events out).
+// It never touches a socket or a clock. The caller feeds each direction's bytes as they arrive,
+// in any split, and forwards exactly `consumed` bytes. Because the caller forwards a message only
+// after it has been decoded, the expectation for the reply (e.g. params JSON after
+// PARAM_EXCHANGE) is always set before the peer can answer.
+//
+// After an error the codec is poisoned: every later call returns the same failure.
+class ControlCodec {
+ public:
+  explicit ControlCodec(CodecLimits limits = {});
+
+  FeedResult feedClient(std::span<const std::uint8_t> bytes) { return feed(Side::Client, bytes); }
+
+  FeedResult feedServer(std::span<const std::uint8_t> bytes) { return feed(Side::Server, bytes); }
+
+  // End of stream from that side. Reports a message cut short, and completes a SERVER_ERROR that
+  // carried only its first integer.
+  FeedResult finish(Side side);
+
+ private:
+  enum class Expect : std::uint8_t { Cookie, State, JsonLength, JsonBody, ErrorPayload, Opaque };
+  enum class JsonKind : std::uint8_t { Params, Results };
+
+  struct Direction {
+    Expect expect = Expect::State;
+    JsonKind json_kind = JsonKind::Params;
+    std::vector<std::uint8_t> partial;  // cookie, length, params body or error payload so far
+    std::uint32_t json_length = 0;
+    std::uint32_t json_remaining = 0;
+    std::uint64_t offset = 0;  // bytes consumed on this side so far
+  };
+
+  FeedResult feed(Side side, std::span<const std::uint8_t> bytes);
+
+  // Each step consumes at least one byte from `bytes` starting at `pos`, or fails.
+  std::optional<CodecFailure> step(Side side,
+                                   std::span<const std::uint8_t> bytes,
+                                   std::size_t& pos,
+                                   std::vector<ControlEvent>& events);
+  std::optional<CodecFailure> onStateByte(Side side,
+                                          std::uint8_t byte,
+                                          std::vector<ControlEvent>& events);
+  std::optional<CodecFailure> onJsonLengthByte(Side side,
+                                               std::uint8_t byte,
+                                               std::vector<ControlEvent>& events);
+  void onJsonComplete(Side side, std::vector<ControlEvent>& events);
+  void expectJson(Side side, JsonKind kind);
+
+  Direction& dir(Side side) { return side == Side::Client ? client_ : server_; }
+
+  std::uint32_t capFor(JsonKind kind) const;
+
+  CodecFailure fail(Side side, CodecError error, std::string detail) const;
+
+  CodecLimits limits_;
+  Direction client_;
+  Direction server_;
+  std::optional<CodecFailure> failure_;
+};
+
+}  // namespace iperf3proxy::proto

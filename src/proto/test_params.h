@@ -1,0 +1,59 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace iperf3proxy::proto {
+
+enum class Transport { Tcp, Udp, Sctp };
+
+// The test as the *client* sees it: who sends test data.
+enum class TestMode { Forward, Reverse, Bidirectional };
+
+std::string_view transportName(Transport transport);
+std::string_view testModeName(TestMode mode);
+
+// The shape of one test, read from the client's parameters JSON by the same rules the iperf3
+// server applies (protocol §2.1): keys are case-insensitive and the first match wins, unknown keys
+// are ignored, and the flags `tcp`, `udp`, `sctp`, `reverse` and `bidirectional` count by their
+// presence, whatever their value.
+struct TestParams {
+  Transport transport = Transport::Tcp;
+  TestMode mode = TestMode::Forward;
+  int streams_per_direction = 1;  // `parallel`
+  std::int64_t duration_s = 10;   // `time`; 0 when the test ends on bytes or blocks
+  std::int64_t omit_s = 0;
+  // The client announced the proxy's role-byte extension (docs/ROLE_BYTE.md): every data
+  // connection carries one byte after the cookie naming its role and index.
+  bool role_byte = false;
+  std::string client_version;
+
+  int uploadStreams() const;    // client -> server data streams
+  int downloadStreams() const;  // server -> client data streams
+
+  int totalStreams() const { return uploadStreams() + downloadStreams(); }
+};
+
+// The parameters key that announces the role-byte extension. The iperf3 server ignores unknown
+// keys, so the key itself is forwarded unchanged.
+inline constexpr std::string_view kRoleByteKey = "role_byte";
+
+enum class ParamsError {
+  InvalidJson,     // not a JSON object
+  AmbiguousValue,  // a value iperf3 versions read differently (e.g. "reverse":1)
+  BadParallel,     // `parallel` outside 1..128
+};
+
+std::string_view paramsErrorName(ParamsError error);
+
+struct ParamsFailure {
+  ParamsError error;
+  std::string detail;  // the offending key, for the log line
+};
+
+std::variant<TestParams, ParamsFailure> parseTestParams(std::string_view json);
+
+}  // namespace iperf3proxy::proto

@@ -1,0 +1,71 @@
+#pragma once
+
+// iperf3 wire constants, in one place. Values are checked against iperf3 3.7..master
+// (see docs/PROTOCOL.md and ../shared/iperf3-protocol.md §1.3).
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace iperf3proxy::proto {
+
+// 36 characters from [a-z2-7] followed by one NUL byte.
+inline constexpr std::size_t kCookieSize = 37;
+
+// A state message is one *signed* byte; ACCESS_DENIED and SERVER_ERROR are negative.
+enum class State : std::int8_t {
+  TestStart = 1,
+  TestRunning = 2,
+  ResultRequest = 3,
+  TestEnd = 4,
+  StreamBegin = 5,
+  StreamRunning = 6,
+  StreamEnd = 7,
+  AllStreamsEnd = 8,
+  ParamExchange = 9,
+  CreateStreams = 10,
+  ServerTerminate = 11,
+  ClientTerminate = 12,
+  ExchangeResults = 13,
+  DisplayResults = 14,
+  IperfStart = 15,
+  IperfDone = 16,
+  AccessDenied = -1,
+  ServerError = -2,
+};
+
+// The only place a wire byte becomes a State: the byte is a signed char on the wire.
+constexpr State stateFromWire(std::uint8_t byte) {
+  return static_cast<State>(static_cast<std::int8_t>(byte));
+}
+
+constexpr std::uint8_t stateToWire(State state) {
+  return static_cast<std::uint8_t>(static_cast<std::int8_t>(state));
+}
+
+std::string_view stateName(State state);
+
+// iperf3 error numbers (i_errno) that the proxy itself sends in a SERVER_ERROR message, so that
+// an unmodified client prints a familiar message.
+namespace ierrno {
+inline constexpr std::int32_t kConnect = 103;        // "unable to connect to server"
+inline constexpr std::int32_t kRecvParams = 114;     // "unable to receive parameters from client"
+inline constexpr std::int32_t kAccessDenied = 121;   // "the server is busy running a test"
+inline constexpr std::int32_t kProtocol = 131;       // "protocol does not exist"
+inline constexpr std::int32_t kStreamConnect = 203;  // "unable to connect stream"
+}  // namespace ierrno
+
+// SERVER_ERROR carries two big-endian int32: i_errno, then errno. iperf3 <= 3.18 sends only the
+// first one on an authentication failure and then closes.
+inline constexpr std::size_t kServerErrorPayloadSize = 8;
+
+// Size caps on the JSON messages. iperf3 >= 3.18 refuses params above 8 KiB; older servers take
+// any size, so the proxy's default is more generous but still bounded. Results are not buffered
+// by the proxy (it only skips over them), so their cap is only a sanity bound.
+inline constexpr std::uint32_t kDefaultMaxParamsJson = 64 * 1024;
+inline constexpr std::uint32_t kDefaultMaxResultsJson = 64 * 1024 * 1024;
+
+// iperf3 accepts at most 128 parallel streams per direction.
+inline constexpr int kMaxStreamsPerDirection = 128;
+
+}  // namespace iperf3proxy::proto

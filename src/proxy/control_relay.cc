@@ -1,0 +1,199 @@
+#include "proxy/control_relay.h"
+
+#include <sys/socket.h>
+
+#include <array>
+#include <cerrno>
+
+#include "net/socket_ops.h"
+
+namespace iperf3proxy::proxy {
+namespace {
+
+constexpr std::size_t kReadChunk = 64 * 1024;
+// Above this many queued bytes the relay stops reading the source until the destination drains
+// (results JSON with --get-server-output can be large; nothing else on control is).
+constexpr std::size_t kHighWatermark = 1 << 20;
+
+}  // namespace
+
+ControlRelay::ControlRelay(ev::EventLoop& loop,
+                           net::UniqueFd client,
+                           net::UniqueFd server,
+                           proto::CodecLimits limits,
+                           ControlRelayCallbacks& callbacks)
+    : loop_(loop),
+      callbacks_(callbacks),
+      client_(std::move(client)),
+      server_(std::move(server)),
+      codec_(limits) {
+  net::setNoDelay(client_.get());
+  net::setNoDelay(server_.get());
+  from_client_.side = proto::Side::Client;
+  from_client_.from = client_.get();
+  from_client_.to = server_.get();
+  from_server_.side = proto::Side::Server;
+  from_server_.from = server_.get();
+  from_server_.to = client_.get();
+  for (Direction* d : {&from_client_, &from_server_}) {
+    d->readable = std::make_unique<ev::IoEvent>(loop_, d->from, ev::IoEvent::Kind::Read,
+                                                [this, d] { onReadable(*d); });
+    d->writable = std::make_unique<ev::IoEvent>(loop_, d->to, ev::IoEvent::Kind::Write,
+                                                [this, d] { onWritable(*d); });
+  }
+}
+
+void ControlRelay::start(std::span<const std::uint8_t> cookie) {
+  if (!decodeAndQueue(from_client_, cookie)) {
+    return;
+  }
+  flush(from_client_);
+  if (stopped_) {
+    return;
+  }
+  from_client_.readable->enable();
+  from_server_.readable->enable();
+}
+
+void ControlRelay::stop() {
+  stopped_ = true;
+  for (Direction* d : {&from_client_, &from_server_}) {
+    d->readable->disable();
+    d->writable->disable();
+  }
+}
+
+void ControlRelay::holdClientToServer() {
+  client_to_server_held_ = true;
+}
+
+void ControlRelay::releaseClientToServer() {
+  if (client_to_server_held_) {
+    client_to_server_held_ = false;
+    if (!stopped_) {
+      flush(from_client_);
+    }
+  }
+}
+
+void ControlRelay::sendToClientNow(std::span<const std::uint8_t> bytes) {
+  // A few bytes into a socket whose send buffer is (nearly) empty: this does not block and, in
+  // practice, never writes short. If it does, the client sees the close that follows instead.
+  (void)::send(client_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+void ControlRelay::onReadable(Direction& d) {
+  std::array<std::uint8_t, kReadChunk> buffer{};
+  const ssize_t n = ::recv(d.from, buffer.data(), buffer.size(), MSG_DONTWAIT);
+  if (n > 0) {
+    if (!decodeAndQueue(d, std::span(buffer.data(), static_cast<std::size_t>(n)))) {
+      return;
+    }
+    flush(d);
+    return;
+  }
+  if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+    return;
+  }
+  if (n == -1) {
+    const int error = errno;
+    stop();
+    callbacks_.onControlError(d.side, error);
+    return;
+  }
+  // EOF from this side.
+  d.eof = true;
+  d.readable->disable();
+  const proto::FeedResult result = codec_.finish(d.side);
+  for (const auto& event : result.events) {
+    callbacks_.onControlEvent(event);
+    if (stopped_) {
+      return;
+    }
+  }
+  if (result.failure) {
+    stop();
+    callbacks_.onControlProtocolError(*result.failure);
+    return;
+  }
+  flush(d);
+}
+
+bool ControlRelay::decodeAndQueue(Direction& d, std::span<const std::uint8_t> bytes) {
+  const proto::FeedResult result =
+      d.side == proto::Side::Client ? codec_.feedClient(bytes) : codec_.feedServer(bytes);
+  for (const auto& event : result.events) {
+    callbacks_.onControlEvent(event);
+    if (stopped_) {
+      return false;
+    }
+  }
+  d.queue.insert(d.queue.end(), bytes.begin(),
+                 bytes.begin() + static_cast<std::ptrdiff_t>(result.consumed));
+  d.bytes += result.consumed;
+  if (result.failure) {
+    // Deliver what was valid before the offending byte? No: the session closes both legs at once,
+    // and a half-delivered message helps nobody. Report and stop.
+    stop();
+    callbacks_.onControlProtocolError(*result.failure);
+    return false;
+  }
+  return true;
+}
+
+void ControlRelay::onWritable(Direction& d) {
+  flush(d);
+}
+
+void ControlRelay::flush(Direction& d) {
+  if (&d == &from_client_ && client_to_server_held_) {
+    return;
+  }
+  while (d.queue_head < d.queue.size()) {
+    const ssize_t n = ::send(d.to, d.queue.data() + d.queue_head, d.queue.size() - d.queue_head,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      d.queue_head += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n == -1 && errno == EINTR) {
+      continue;
+    }
+    if (n == -1 && errno == EAGAIN) {
+      d.writable->enable();
+      if (d.queue.size() - d.queue_head > kHighWatermark) {
+        d.readable->disable();
+      }
+      return;
+    }
+    const int error = errno;
+    stop();
+    callbacks_.onControlError(
+        d.side == proto::Side::Client ? proto::Side::Server : proto::Side::Client, error);
+    return;
+  }
+  d.queue.clear();
+  d.queue_head = 0;
+  d.writable->disable();
+  if (!d.eof) {
+    if (!stopped_) {
+      d.readable->enable();
+    }
+    return;
+  }
+  if (!d.shut) {
+    d.shut = true;
+    (void)::shutdown(d.to, SHUT_WR);
+  }
+  maybeFinish();
+}
+
+void ControlRelay::maybeFinish() {
+  if (!finished_ && from_client_.shut && from_server_.shut) {
+    finished_ = true;
+    stop();
+    callbacks_.onControlFinished();
+  }
+}
+
+}  // namespace iperf3proxy::proxy

@@ -1,0 +1,98 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ev/io_event.h"
+#include "net/unique_fd.h"
+#include "proto/control_codec.h"
+
+namespace iperf3proxy::proxy {
+
+// What the control relay tells its session.
+class ControlRelayCallbacks {
+ public:
+  virtual ~ControlRelayCallbacks() = default;
+  // A decoded message. Called *before* the bytes that carried it are forwarded, so the session's
+  // reaction (e.g. getting ready for data connections on CREATE_STREAMS) is in place before the
+  // peer can react to the message.
+  virtual void onControlEvent(const proto::ControlEvent& event) = 0;
+  virtual void onControlProtocolError(const proto::CodecFailure& failure) = 0;
+  // A socket error or reset on one leg.
+  virtual void onControlError(proto::Side side, int error) = 0;
+  // Both directions reached EOF and everything was delivered.
+  virtual void onControlFinished() = 0;
+};
+
+// Relays one iperf3 control connection byte for byte between the client and the server, while
+// the pure ControlCodec decodes both directions. Only bytes the codec accepted are forwarded.
+// EOF in one direction is passed on as shutdown(SHUT_WR) once that direction's queue is flushed
+// (iperf3 3.21+ half-closes and waits for EOF at the end of a test).
+class ControlRelay {
+ public:
+  ControlRelay(ev::EventLoop& loop,
+               net::UniqueFd client,
+               net::UniqueFd server,
+               proto::CodecLimits limits,
+               ControlRelayCallbacks& callbacks);  // callbacks outlive the relay
+  ControlRelay(const ControlRelay&) = delete;
+  ControlRelay& operator=(const ControlRelay&) = delete;
+
+  // Feeds the cookie the listener already read from the client, then starts relaying.
+  void start(std::span<const std::uint8_t> cookie);
+
+  // Stops all I/O; the sockets stay open until the relay is destroyed.
+  void stop();
+
+  // Holds back everything from the client to the server (already decoded bytes included) until
+  // release: the session uses it to let test data overtake nothing at TEST_END.
+  void holdClientToServer();
+  void releaseClientToServer();
+
+  // Writes bytes of the proxy's own to the client (e.g. a SERVER_ERROR), best effort and
+  // immediately: used right before the session closes.
+  void sendToClientNow(std::span<const std::uint8_t> bytes);
+
+  std::uint64_t bytesFromClient() const { return from_client_.bytes; }
+
+  std::uint64_t bytesFromServer() const { return from_server_.bytes; }
+
+  int clientFd() const { return client_.get(); }
+
+ private:
+  struct Direction {
+    proto::Side side;  // who writes into `from`
+    int from = -1;
+    int to = -1;
+    std::vector<std::uint8_t> queue;  // decoded bytes waiting for `to` to take them
+    std::size_t queue_head = 0;
+    std::uint64_t bytes = 0;
+    bool eof = false;
+    bool shut = false;
+    std::unique_ptr<ev::IoEvent> readable;
+    std::unique_ptr<ev::IoEvent> writable;
+  };
+
+  void onReadable(Direction& d);
+  void onWritable(Direction& d);
+  // Returns false if the relay stopped while handling the bytes.
+  bool decodeAndQueue(Direction& d, std::span<const std::uint8_t> bytes);
+  void flush(Direction& d);
+  void maybeFinish();
+
+  ev::EventLoop& loop_;
+  ControlRelayCallbacks& callbacks_;
+  net::UniqueFd client_;
+  net::UniqueFd server_;
+  proto::ControlCodec codec_;
+  bool stopped_ = false;
+  bool finished_ = false;
+  bool client_to_server_held_ = false;
+  Direction from_client_;
+  Direction from_server_;
+};
+
+}  // namespace iperf3proxy::proxy

@@ -1,0 +1,47 @@
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <optional>
+
+#include "ev/io_event.h"
+#include "net/address.h"
+#include "net/unique_fd.h"
+#include "proto/cookie.h"
+
+namespace iperf3proxy::proxy {
+
+// A freshly accepted TCP connection that has not yet shown its cookie. Reads exactly 37 bytes,
+// never more, so whatever follows (test data, a role byte) stays in the kernel for the relay.
+class PendingConn : public ev::DeferredDeletable {
+ public:
+  // Exactly one of the two is called, once.
+  struct Callbacks {
+    std::function<void(PendingConn&, proto::Cookie, net::UniqueFd)> on_cookie;
+    std::function<void(PendingConn&, const std::string& why)> on_rejected;
+  };
+
+  PendingConn(ev::EventLoop& loop,
+              net::UniqueFd fd,
+              net::Address peer,
+              long deadline_ms,
+              Callbacks callbacks);
+
+  const net::Address& peer() const { return peer_; }
+
+ private:
+  void onReadable();
+  void finish();
+
+  Callbacks callbacks_;
+  net::UniqueFd fd_;
+  net::Address peer_;
+  std::array<std::uint8_t, proto::kCookieSize> buffer_{};
+  std::size_t have_ = 0;
+  bool finished_ = false;
+  ev::IoEvent readable_;
+  ev::Timer deadline_;
+};
+
+}  // namespace iperf3proxy::proxy

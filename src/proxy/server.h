@@ -1,0 +1,71 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ev/io_event.h"
+#include "net/address.h"
+#include "net/unique_fd.h"
+#include "proto/cookie.h"
+#include "proxy/pending_conn.h"
+#include "proxy/session.h"
+#include "proxy/settings.h"
+
+namespace iperf3proxy::proxy {
+
+// Accepts TCP connections on the proxy's port and routes each by its cookie: a cookie no live
+// test holds starts a new Session (it is a control connection); a known cookie is a data
+// connection of that test. Owns every pending connection and every session (the registry).
+class Server : private SessionOwner {
+ public:
+  using BackendLookup = std::function<std::optional<net::Address>()>;
+
+  Server(ev::EventLoop& loop, const ProxySettings& settings, BackendLookup backend);
+  ~Server() override;
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Starts listening. Returns false with `error` set if no address could be bound.
+  bool listen(const std::vector<net::Address>& addresses, std::string* error);
+
+  // The addresses actually bound (port 0 resolved), for the ready line.
+  std::vector<net::Address> boundAddresses() const;
+
+  // Stops accepting and closes every session now.
+  void shutdown();
+
+  std::size_t sessionCount() const { return sessions_.size(); }
+
+ private:
+  struct Listener {
+    net::UniqueFd fd;
+    net::Address address;
+    std::unique_ptr<ev::IoEvent> readable;
+  };
+
+  void onAcceptable(Listener& listener);
+  void pauseAccepting();
+  void onCookie(PendingConn& pending, proto::Cookie cookie, net::UniqueFd fd);
+  void onRejected(PendingConn& pending, const std::string& why);
+  void retire(PendingConn& pending);
+
+  // proxy::SessionOwner
+  std::optional<net::Address> backendAddress() override { return backend_(); }
+
+  void onSessionClosed(Session& session) override;
+
+  ev::EventLoop& loop_;
+  const ProxySettings& settings_;
+  BackendLookup backend_;
+  std::vector<Listener> listeners_;
+  std::unordered_map<PendingConn*, std::unique_ptr<PendingConn>> pending_;
+  std::unordered_map<proto::Cookie, std::unique_ptr<Session>, proto::CookieHash> sessions_;
+  ev::Timer resume_accepting_;
+};
+
+}  // namespace iperf3proxy::proxy

@@ -1,0 +1,607 @@
+#include "proxy/session.h"
+
+#include <sys/socket.h>
+
+#include <array>
+#include <cerrno>
+
+#include <spdlog/spdlog.h>
+
+#include "net/socket_ops.h"
+
+namespace iperf3proxy::proxy {
+namespace {
+
+constexpr long kBackendRetryMs = 50;
+constexpr long kIdleTickMs = 1000;
+// Upper bound on holding the client's TEST_END while its test data reaches the server.
+constexpr long kDrainDeadlineMs = 2000;
+
+// What the iperf3 server writes on a data connection it refuses.
+constexpr std::uint8_t kAccessDeniedByte = 0xff;
+
+void putBigEndian32(std::uint8_t* out, std::int32_t value) {
+  const auto v = static_cast<std::uint32_t>(value);
+  out[0] = static_cast<std::uint8_t>(v >> 24);
+  out[1] = static_cast<std::uint8_t>(v >> 16);
+  out[2] = static_cast<std::uint8_t>(v >> 8);
+  out[3] = static_cast<std::uint8_t>(v);
+}
+
+}  // namespace
+
+Session::Session(ev::EventLoop& loop,
+                 const ProxySettings& settings,
+                 SessionOwner& owner,
+                 proto::Cookie cookie,
+                 net::UniqueFd client,
+                 net::Address client_address)
+    : loop_(loop),
+      settings_(settings),
+      owner_(owner),
+      cookie_(cookie),
+      client_address_(client_address),
+      started_(std::chrono::steady_clock::now()),
+      client_control_(std::move(client)),
+      backend_retry_(loop, [this] { connectBackend(); }),
+      backend_deadline_(loop, [this] { onBackendConnectFailed(ETIMEDOUT); }),
+      stream_setup_deadline_(loop, [this] { onRoleDeadline(); }),
+      role_deadline_(loop, [this] { onRoleDeadline(); }),
+      end_linger_(
+          loop,
+          [this] { close(CloseReason::Completed, "control did not close after IPERF_DONE"); }),
+      idle_tick_(loop, [this] { onIdleTick(); }),
+      drain_deadline_(loop, [this] {
+        uploads_draining_ = 0;
+        if (control_) {
+          control_->releaseClientToServer();
+        }
+      }) {}
+
+Session::~Session() = default;
+
+std::string Session::prefix() const {
+  return "[s:" + std::string(cookie_.shortForm()) + "]";
+}
+
+void Session::start() {
+  backend_ = owner_.backendAddress();
+  if (!backend_) {
+    onBackendConnectFailed(ECONNREFUSED);
+    return;
+  }
+  spdlog::debug("{} new test from {}, connecting to backend {}", prefix(),
+                client_address_.toString(), backend_->toString());
+  backend_deadline_.armMs(settings_.timeouts.backend_connect_ms);
+  idle_tick_.armMs(kIdleTickMs);
+  connectBackend();
+}
+
+// ---- Backend control connection ---------------------------------------------------------------
+
+void Session::connectBackend() {
+  if (backend_connect_event_) {
+    backend_connect_event_->disable();
+    loop_.deferredDestroy(std::move(backend_connect_event_));
+  }
+  backend_connecting_ = net::startConnect(*backend_);
+  if (!backend_connecting_) {
+    if (errno == ECONNREFUSED) {
+      backend_retry_.armMs(kBackendRetryMs);
+      return;
+    }
+    onBackendConnectFailed(errno);
+    return;
+  }
+  backend_connect_event_ =
+      std::make_unique<ev::IoEvent>(loop_, backend_connecting_.get(), ev::IoEvent::Kind::Write,
+                                    [this] { onBackendConnectReady(); });
+  backend_connect_event_->enable();
+}
+
+void Session::onBackendConnectReady() {
+  backend_connect_event_->disable();
+  const int error = net::socketError(backend_connecting_.get());
+  if (error == ECONNREFUSED) {
+    // The iperf3 server closes and re-opens its listener between tests (protocol §1.6): a
+    // refusal right after a test is expected and short.
+    backend_connecting_.reset();
+    backend_retry_.armMs(kBackendRetryMs);
+    return;
+  }
+  if (error != 0) {
+    onBackendConnectFailed(error);
+    return;
+  }
+  backend_deadline_.disarm();
+  control_ = std::make_unique<ControlRelay>(loop_, std::move(client_control_),
+                                            std::move(backend_connecting_), settings_.codec,
+                                            static_cast<ControlRelayCallbacks&>(*this));
+  control_->start(cookie_.bytes());
+}
+
+void Session::onBackendConnectFailed(int error) {
+  if (closed_) {
+    return;
+  }
+  // The client is connected to the proxy, so it would wait for the server forever: tell it in
+  // the iperf3 way, as a server error naming a failed connect.
+  sendServerError(proto::ierrno::kConnect, error);
+  close(CloseReason::BackendUnreachable,
+        backend_ ? backend_->toString() + ": " + net::errnoText(error) : "no backend");
+}
+
+// ---- Control events ---------------------------------------------------------------------------
+
+void Session::onControlEvent(const proto::ControlEvent& event) {
+  if (closed_) {
+    return;
+  }
+  if (const auto* params = std::get_if<proto::ParamsReceived>(&event)) {
+    onParams(*params);
+  } else if (const auto* rejected = std::get_if<proto::ParamsRejected>(&event)) {
+    sendServerError(proto::ierrno::kRecvParams, 0);
+    close(CloseReason::ParamsRejected, rejected->failure.detail);
+  } else if (const auto* state = std::get_if<proto::StateReceived>(&event)) {
+    onState(*state);
+  } else if (const auto* error = std::get_if<proto::ServerErrorReceived>(&event)) {
+    server_error_ = *error;
+    spdlog::info("{} server error i_errno={} errno={}", prefix(), error->i_errno,
+                 error->sys_errno.value_or(0));
+  }
+}
+
+void Session::onParams(const proto::ParamsReceived& received) {
+  params_ = received.params;
+  spdlog::debug("{} params: {} {} streams/direction={} role_byte={} client_version={}", prefix(),
+                proto::transportName(params_->transport), proto::testModeName(params_->mode),
+                params_->streams_per_direction, params_->role_byte, params_->client_version);
+  if (params_->transport == proto::Transport::Sctp) {
+    sendServerError(proto::ierrno::kProtocol, 0);
+    close(CloseReason::UnsupportedTest, "SCTP cannot be carried by a TCP/UDP proxy");
+  } else if (params_->transport == proto::Transport::Udp) {
+    sendServerError(proto::ierrno::kProtocol, 0);
+    close(CloseReason::UnsupportedTest, "UDP tests are not supported by this version of the proxy");
+  }
+}
+
+void Session::onState(const proto::StateReceived& received) {
+  using proto::State;
+  spdlog::debug("{} {} -> {}", prefix(), proto::sideName(received.from),
+                proto::stateName(received.state));
+  if (received.from == proto::Side::Server) {
+    switch (received.state) {
+      case State::CreateStreams:
+        beginStreamCreation();
+        return;
+      case State::TestRunning:
+        running_ = true;
+        if (resolver_ && !resolver_->allPaired()) {
+          role_deadline_.armMs(settings_.timeouts.role_settle_ms);
+        }
+        return;
+      case State::AccessDenied:
+        busy_ = true;
+        return;
+      default:
+        break;
+    }
+  }
+  if (received.from == proto::Side::Client && received.state == State::TestEnd) {
+    drainUploadsBeforeTestEnd();
+    return;
+  }
+  if (received.state == State::IperfDone) {
+    done_ = true;
+    creating_streams_ = false;
+    stream_setup_deadline_.disarm();
+    role_deadline_.disarm();
+    end_linger_.armMs(settings_.timeouts.end_linger_ms);
+  }
+}
+
+void Session::beginStreamCreation() {
+  if (!params_) {
+    close(CloseReason::ProtocolError, "CREATE_STREAMS before any parameters");
+    return;
+  }
+  creating_streams_ = true;
+  resolver_ =
+      std::make_unique<roles::RoleResolver>(params_->uploadStreams(), params_->downloadStreams());
+  dialer_ = std::make_unique<StreamDialer>(
+      loop_, *backend_, cookie_, settings_.timeouts.backend_connect_ms,
+      StreamDialer::Callbacks{[this](net::UniqueFd fd) { onServerStreamReady(std::move(fd)); },
+                              [this](int error) {
+                                close(CloseReason::StreamDialFailed,
+                                      "backend data connection: " + net::errnoText(error));
+                              }});
+  stream_setup_deadline_.armMs(settings_.timeouts.stream_setup_ms);
+}
+
+void Session::onControlProtocolError(const proto::CodecFailure& failure) {
+  close(CloseReason::ProtocolError,
+        fmt::format("{} at byte {}: {} ({})", proto::sideName(failure.side), failure.offset,
+                    proto::codecErrorName(failure.error), failure.detail));
+}
+
+void Session::onControlError(proto::Side side, int error) {
+  if (done_) {
+    close(CloseReason::Completed);
+  } else if (busy_) {
+    close(CloseReason::ServerBusy);
+  } else {
+    close(side == proto::Side::Client ? CloseReason::ClientReset : CloseReason::ServerReset,
+          net::errnoText(error));
+  }
+}
+
+void Session::onControlFinished() {
+  if (done_) {
+    close(CloseReason::Completed);
+  } else if (busy_) {
+    close(CloseReason::ServerBusy);
+  } else if (server_error_) {
+    close(CloseReason::ServerError);
+  } else {
+    close(CloseReason::ControlClosedEarly);
+  }
+}
+
+// ---- Data connections -------------------------------------------------------------------------
+
+void Session::attachStream(net::UniqueFd fd, const net::Address& peer) {
+  if (closed_) {
+    return;
+  }
+  if (!creating_streams_ || !params_) {
+    rejectStream(std::move(fd), peer, "the test is not creating streams");
+    return;
+  }
+  if (client_streams_accepted_ >= params_->totalStreams()) {
+    rejectStream(
+        std::move(fd), peer,
+        fmt::format("more data connections than the test declared ({})", params_->totalStreams()));
+    return;
+  }
+  const roles::StreamId id = next_client_id_++;
+  ++client_streams_accepted_;
+  client_streams_[id] = PendingStream{std::move(fd), peer.port(), nullptr};
+  // The backend connection is opened at once: servers from 3.15 give up on a data connection
+  // whose cookie does not arrive within 10 s.
+  dialer_->dialOne();
+  if (params_->role_byte) {
+    readRoleByte(id);
+  } else {
+    registerClientStream(id, std::nullopt);
+  }
+}
+
+void Session::readRoleByte(roles::StreamId id) {
+  PendingStream& stream = client_streams_.at(id);
+  stream.watch = std::make_unique<ev::IoEvent>(loop_, stream.fd.get(), ev::IoEvent::Kind::Read,
+                                               [this, id] { onRoleByteReadable(id); });
+  stream.watch->enable();
+}
+
+void Session::onRoleByteReadable(roles::StreamId id) {
+  auto it = client_streams_.find(id);
+  if (closed_ || it == client_streams_.end()) {
+    return;
+  }
+  PendingStream& stream = it->second;
+  std::uint8_t byte = 0;
+  const ssize_t n = ::recv(stream.fd.get(), &byte, 1, MSG_DONTWAIT);
+  if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+    return;
+  }
+  retireWatch(stream);
+  if (n != 1) {
+    close(CloseReason::StreamClosedEarly, "data connection closed before its role byte");
+    return;
+  }
+  registerClientStream(id, roles::decodeRoleByte(byte));
+}
+
+void Session::registerClientStream(roles::StreamId id, std::optional<roles::RoleByte> role_byte) {
+  resolver_->addClientStream(id, client_streams_.at(id).source_port, role_byte);
+  if (!resolver_->clientFlow(id)) {
+    watchClientStream(id);
+  }
+  settlePairs(resolver_->takeSettled());
+}
+
+void Session::watchClientStream(roles::StreamId id) {
+  PendingStream& stream = client_streams_.at(id);
+  stream.watch = std::make_unique<ev::IoEvent>(loop_, stream.fd.get(), ev::IoEvent::Kind::Read,
+                                               [this, id] { onClientStreamReadable(id); });
+  stream.watch->enable();
+}
+
+void Session::onClientStreamReadable(roles::StreamId id) {
+  auto it = client_streams_.find(id);
+  if (closed_ || it == client_streams_.end()) {
+    return;
+  }
+  PendingStream& stream = it->second;
+  std::uint8_t byte = 0;
+  // Peek only: the byte is test data and goes to the server once the connection is paired.
+  const ssize_t n = ::recv(stream.fd.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+    return;
+  }
+  stream.watch->disable();
+  if (n != 1) {
+    close(CloseReason::StreamClosedEarly,
+          n == 0 ? "client closed a data connection before its role was known"
+                 : "client data connection: " + net::errnoText(errno));
+    return;
+  }
+  // Test data from the client: this connection is one of the client's senders.
+  resolver_->clientSentData(id);
+  settlePairs(resolver_->takeSettled());
+}
+
+void Session::onServerStreamReady(net::UniqueFd fd) {
+  if (closed_) {
+    return;
+  }
+  const roles::StreamId id = next_server_id_++;
+  auto& stream = server_streams_[id] = PendingStream{std::move(fd), 0, nullptr};
+  resolver_->addServerStream(id);
+  if (params_->mode == proto::TestMode::Bidirectional) {
+    // Confirmation: the server's senders write as soon as the test runs, its receivers never do.
+    stream.watch = std::make_unique<ev::IoEvent>(loop_, stream.fd.get(), ev::IoEvent::Kind::Read,
+                                                 [this, id] { onServerStreamReadable(id); });
+    stream.watch->enable();
+  }
+  settlePairs(resolver_->takeSettled());
+}
+
+void Session::onServerStreamReadable(roles::StreamId id) {
+  auto it = server_streams_.find(id);
+  if (closed_ || it == server_streams_.end()) {
+    return;
+  }
+  PendingStream& stream = it->second;
+  std::uint8_t byte = 0;
+  const ssize_t n = ::recv(stream.fd.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+    return;
+  }
+  stream.watch->disable();
+  if (n != 1) {
+    close(CloseReason::StreamClosedEarly, "backend closed a data connection before pairing");
+    return;
+  }
+  if (!resolver_->serverSentData(id)) {
+    backend_role_mismatch_ = true;
+    spdlog::warn(
+        "{} backend sent data on a connection it should receive on: the server's "
+        "accept order differs from the proxy's dial order",
+        prefix());
+  }
+}
+
+void Session::settlePairs(std::vector<roles::Pairing> pairs) {
+  for (const auto& pairing : pairs) {
+    if (closed_) {
+      return;
+    }
+    startRelay(pairing);
+  }
+  if (!closed_ && resolver_->allPaired()) {
+    creating_streams_ = false;
+    stream_setup_deadline_.disarm();
+    role_deadline_.disarm();
+    spdlog::debug("{} all {} data connections paired; roles repaired: {}, arrived out of order: {}",
+                  prefix(), relays_.size(), resolver_->repairedRoles(),
+                  resolver_->misorderedArrivals());
+  }
+}
+
+void Session::retireWatch(PendingStream& stream) {
+  // The watch may be the event whose callback is running: stop it now, free it later.
+  if (stream.watch) {
+    stream.watch->disable();
+    loop_.deferredDestroy(std::move(stream.watch));
+  }
+}
+
+void Session::startRelay(const roles::Pairing& pairing) {
+  auto client = client_streams_.extract(pairing.client);
+  auto server = server_streams_.extract(pairing.server);
+  if (client.empty() || server.empty()) {
+    return;
+  }
+  retireWatch(client.mapped());
+  retireWatch(server.mapped());
+  auto relay = std::make_unique<StreamRelay>(
+      loop_, static_cast<int>(relays_.size()), pairing.flow, std::move(client.mapped().fd),
+      std::move(server.mapped().fd),
+      [this](StreamRelay& done, const SplicePump::Completion& completion) {
+        onRelayDone(done, completion);
+      });
+  if (!relay->start()) {
+    close(CloseReason::StreamDialFailed, "cannot create pipes: " + net::errnoText(errno));
+    return;
+  }
+  relays_.push_back(std::move(relay));
+}
+
+void Session::onRelayDone(StreamRelay& relay, const SplicePump::Completion& completion) {
+  bytes_up_ += relay.bytesFromClient();
+  bytes_down_ += relay.bytesFromServer();
+  spdlog::debug("{} stream {} ({}) ended: {} bytes up, {} bytes down, {}", prefix(), relay.index(),
+                relay.flow() == roles::Flow::Upload ? "upload" : "download",
+                relay.bytesFromClient(), relay.bytesFromServer(),
+                completion.outcome == SplicePump::Outcome::Closed
+                    ? std::string("closed")
+                    : std::string(completion.at_first ? "client " : "server ") +
+                          net::errnoText(completion.error));
+  for (auto it = relays_.begin(); it != relays_.end(); ++it) {
+    if (it->get() == &relay) {
+      std::unique_ptr<StreamRelay> finished = std::move(*it);
+      relays_.erase(it);
+      loop_.deferredDelete(std::move(finished));
+      return;
+    }
+  }
+}
+
+void Session::onRoleDeadline() {
+  if (closed_ || !resolver_ || resolver_->allPaired()) {
+    return;
+  }
+  if (!resolver_->allClientStreamsArrived() || !resolver_->allServerStreamsArrived()) {
+    close(CloseReason::StreamSetupTimeout,
+          fmt::format("{} of {} client and {} of {} backend data connections within {} ms",
+                      client_streams_accepted_, params_->totalStreams(), next_server_id_,
+                      params_->totalStreams(), settings_.timeouts.stream_setup_ms));
+    return;
+  }
+  roles_guessed_ = true;
+  spdlog::warn(
+      "{} the client's roles were not all evident in time; pairing the rest by "
+      "source-port order",
+      prefix());
+  settlePairs(resolver_->settleByGuess());
+}
+
+void Session::drainUploadsBeforeTestEnd() {
+  // On a direct path the client's last test bytes are in the server's socket before TEST_END
+  // is, and the server counts them. Through the proxy they could still sit in a pipe when
+  // TEST_END overtakes them, so TEST_END waits until every upload relay has delivered.
+  std::vector<StreamRelay*> uploads;
+  for (const auto& relay : relays_) {
+    if (relay->flow() == roles::Flow::Upload) {
+      uploads.push_back(relay.get());
+    }
+  }
+  if (uploads.empty() || !control_) {
+    return;
+  }
+  control_->holdClientToServer();
+  uploads_draining_ = static_cast<int>(uploads.size());
+  drain_deadline_.armMs(kDrainDeadlineMs);
+  for (StreamRelay* relay : uploads) {
+    relay->drainUpload([this] { onUploadDrained(); });
+  }
+}
+
+void Session::onUploadDrained() {
+  if (uploads_draining_ > 0 && --uploads_draining_ == 0) {
+    drain_deadline_.disarm();
+    if (control_ && !closed_) {
+      control_->releaseClientToServer();
+    }
+  }
+}
+
+void Session::onIdleTick() {
+  if (closed_) {
+    return;
+  }
+  const std::uint64_t total = totalBytes();
+  idle_ms_ = total == last_total_bytes_ ? idle_ms_ + kIdleTickMs : 0;
+  last_total_bytes_ = total;
+  if (idle_ms_ >= settings_.timeouts.idle_ms) {
+    close(CloseReason::IdleTimeout, fmt::format("nothing moved for {} ms", idle_ms_));
+    return;
+  }
+  idle_tick_.armMs(kIdleTickMs);
+}
+
+std::uint64_t Session::totalBytes() const {
+  std::uint64_t total = bytes_up_ + bytes_down_;
+  if (control_) {
+    total += control_->bytesFromClient() + control_->bytesFromServer();
+  }
+  for (const auto& relay : relays_) {
+    total += relay->bytesFromClient() + relay->bytesFromServer();
+  }
+  return total;
+}
+
+void Session::rejectStream(net::UniqueFd fd, const net::Address& peer, const std::string& why) {
+  ++rejected_streams_;
+  // The answer the iperf3 server itself gives a data connection it does not want.
+  (void)::send(fd.get(), &kAccessDeniedByte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  spdlog::warn("{} refused data connection from {}: {}", prefix(), peer.toString(), why);
+}
+
+void Session::sendServerError(std::int32_t i_errno, std::int32_t sys_errno) {
+  std::array<std::uint8_t, 1 + proto::kServerErrorPayloadSize> message{};
+  message[0] = proto::stateToWire(proto::State::ServerError);
+  putBigEndian32(&message[1], i_errno);
+  putBigEndian32(&message[5], sys_errno);
+  if (control_) {
+    control_->sendToClientNow(message);
+  } else if (client_control_) {
+    (void)::send(client_control_.get(), message.data(), message.size(),
+                 MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+}
+
+// ---- End of the test --------------------------------------------------------------------------
+
+void Session::close(CloseReason reason, const std::string& detail) {
+  if (closed_) {
+    return;
+  }
+  closed_ = true;
+  reason_ = reason;
+  reason_detail_ = detail;
+  if (control_) {
+    control_->stop();
+  }
+  if (dialer_) {
+    dialer_->stop();
+  }
+  for (ev::Timer* timer : {&backend_retry_, &backend_deadline_, &stream_setup_deadline_,
+                           &role_deadline_, &end_linger_, &idle_tick_, &drain_deadline_}) {
+    timer->disarm();
+  }
+  if (backend_connect_event_) {
+    backend_connect_event_->disable();
+  }
+  for (auto& [id, stream] : client_streams_) {
+    if (stream.watch) {
+      stream.watch->disable();
+    }
+  }
+  for (auto& [id, stream] : server_streams_) {
+    if (stream.watch) {
+      stream.watch->disable();
+    }
+  }
+  for (const auto& relay : relays_) {
+    bytes_up_ += relay->bytesFromClient();
+    bytes_down_ += relay->bytesFromServer();
+  }
+  logSummary();
+  // Sockets close when the owner destroys this session, after the current callback returns.
+  owner_.onSessionClosed(*this);
+}
+
+void Session::logSummary() {
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  const std::string shape =
+      params_ ? fmt::format("{} {} streams={}", proto::transportName(params_->transport),
+                            proto::testModeName(params_->mode), params_->streams_per_direction)
+              : std::string("unknown");
+  const int repaired = resolver_ ? resolver_->repairedRoles() : 0;
+  const int misordered = resolver_ ? resolver_->misorderedArrivals() : 0;
+  const auto level = reason_ == CloseReason::Completed || reason_ == CloseReason::ServerBusy
+                         ? spdlog::level::info
+                         : spdlog::level::warn;
+  spdlog::log(level,
+              "{} test ended: client={} mode={} up_bytes={} down_bytes={} duration={:.2f}s "
+              "reason={}{}{} roles_repaired={} out_of_order={}{}{}",
+              prefix(), client_address_.toString(), shape, bytes_up_, bytes_down_, seconds,
+              closeReasonName(reason_), reason_detail_.empty() ? "" : ": ", reason_detail_,
+              repaired, misordered, roles_guessed_ ? " roles_guessed=yes" : "",
+              backend_role_mismatch_ ? " backend_role_mismatch=yes" : "");
+}
+
+}  // namespace iperf3proxy::proxy

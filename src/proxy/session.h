@@ -1,0 +1,160 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ev/io_event.h"
+#include "net/address.h"
+#include "net/unique_fd.h"
+#include "proto/control_codec.h"
+#include "proxy/close_reason.h"
+#include "proxy/control_relay.h"
+#include "proxy/settings.h"
+#include "proxy/stream_dialer.h"
+#include "proxy/stream_relay.h"
+#include "roles/role_resolver.h"
+
+namespace iperf3proxy::proxy {
+
+class Session;
+
+// What a session needs from the object that owns it (the Server).
+class SessionOwner {
+ public:
+  virtual ~SessionOwner() = default;
+  virtual std::optional<net::Address> backendAddress() = 0;
+  // The session has ended; the owner removes it from its registry and deletes it later.
+  virtual void onSessionClosed(Session& session) = 0;
+};
+
+// One iperf3 test, identified by its cookie: the control connection, every data connection,
+// and the deadlines between them. Everything of a test closes when its session closes.
+//
+// Life of a session:
+//   connecting backend -> relaying control -> (CREATE_STREAMS) pairing data connections
+//   -> (TEST_RUNNING) data relayed -> (IPERF_DONE) both control legs close -> closed.
+class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
+ public:
+  Session(ev::EventLoop& loop,
+          const ProxySettings& settings,
+          SessionOwner& owner,  // outlives the session
+          proto::Cookie cookie,
+          net::UniqueFd client,
+          net::Address client_address);
+  ~Session() override;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  void start();
+
+  // A data connection that carried this test's cookie.
+  void attachStream(net::UniqueFd fd, const net::Address& peer);
+
+  // Ends the session now; idempotent.
+  void close(CloseReason reason, const std::string& detail = {});
+
+  const proto::Cookie& cookie() const { return cookie_; }
+
+  bool closed() const { return closed_; }
+
+ private:
+  struct PendingStream {
+    net::UniqueFd fd;
+    std::uint16_t source_port = 0;
+    std::unique_ptr<ev::IoEvent> watch;
+  };
+
+  // Backend control connection.
+  void connectBackend();
+  void onBackendConnectReady();
+  void onBackendConnectFailed(int error);
+
+  // proxy::ControlRelayCallbacks
+  void onControlEvent(const proto::ControlEvent& event) override;
+  void onControlProtocolError(const proto::CodecFailure& failure) override;
+  void onControlError(proto::Side side, int error) override;
+  void onControlFinished() override;
+
+  void onParams(const proto::ParamsReceived& params);
+  void onState(const proto::StateReceived& state);
+  void beginStreamCreation();
+
+  // Data connections.
+  void readRoleByte(roles::StreamId id);
+  void onRoleByteReadable(roles::StreamId id);
+  void registerClientStream(roles::StreamId id, std::optional<roles::RoleByte> role_byte);
+  void watchClientStream(roles::StreamId id);
+  void onClientStreamReadable(roles::StreamId id);
+  void onServerStreamReady(net::UniqueFd fd);
+  void onServerStreamReadable(roles::StreamId id);
+  void retireWatch(PendingStream& stream);
+  void settlePairs(std::vector<roles::Pairing> pairs);
+  void startRelay(const roles::Pairing& pairing);
+  void onRelayDone(StreamRelay& relay, const SplicePump::Completion& completion);
+  void onRoleDeadline();
+  void drainUploadsBeforeTestEnd();
+  void onUploadDrained();
+  void onIdleTick();
+
+  void rejectStream(net::UniqueFd fd, const net::Address& peer, const std::string& why);
+  void sendServerError(std::int32_t i_errno, std::int32_t sys_errno);
+  std::uint64_t totalBytes() const;
+  void logSummary();
+  std::string prefix() const;
+
+  ev::EventLoop& loop_;
+  const ProxySettings& settings_;
+  SessionOwner& owner_;
+  proto::Cookie cookie_;
+  net::Address client_address_;
+  std::chrono::steady_clock::time_point started_;
+
+  // Test facts, for routing and for the summary line.
+  std::optional<proto::TestParams> params_;
+  bool creating_streams_ = false;
+  bool running_ = false;
+  bool done_ = false;  // IPERF_DONE seen
+  bool busy_ = false;  // ACCESS_DENIED seen
+  std::optional<proto::ServerErrorReceived> server_error_;
+  bool closed_ = false;
+  CloseReason reason_ = CloseReason::Completed;
+  std::string reason_detail_;
+  int rejected_streams_ = 0;
+  bool backend_role_mismatch_ = false;
+  bool roles_guessed_ = false;
+  std::uint64_t bytes_up_ = 0;    // client -> server on finished data connections
+  std::uint64_t bytes_down_ = 0;  // server -> client on finished data connections
+  std::uint64_t last_total_bytes_ = 0;
+  long idle_ms_ = 0;
+  int uploads_draining_ = 0;
+
+  // Connections. Declared before the events and timers that reference them.
+  net::UniqueFd client_control_;
+  net::UniqueFd backend_connecting_;
+  std::optional<net::Address> backend_;
+  std::unique_ptr<ev::IoEvent> backend_connect_event_;
+  std::unique_ptr<ControlRelay> control_;
+  std::unique_ptr<roles::RoleResolver> resolver_;
+  std::map<roles::StreamId, PendingStream> client_streams_;
+  std::map<roles::StreamId, PendingStream> server_streams_;
+  roles::StreamId next_client_id_ = 0;
+  roles::StreamId next_server_id_ = 0;
+  int client_streams_accepted_ = 0;
+  std::unique_ptr<StreamDialer> dialer_;
+  std::vector<std::unique_ptr<StreamRelay>> relays_;
+
+  ev::Timer backend_retry_;
+  ev::Timer backend_deadline_;
+  ev::Timer stream_setup_deadline_;
+  ev::Timer role_deadline_;
+  ev::Timer end_linger_;
+  ev::Timer idle_tick_;
+  ev::Timer drain_deadline_;
+};
+
+}  // namespace iperf3proxy::proxy

@@ -1,0 +1,22 @@
+#pragma once
+
+#include "proto/control_codec.h"
+
+namespace iperf3proxy::proxy {
+
+// Every waiting state has a deadline; these are their defaults (milliseconds).
+struct Timeouts {
+  long cookie_ms = 10'000;          // a new connection must show its 37-byte cookie
+  long backend_connect_ms = 3'000;  // retrying refused connects while the server re-listens
+  long stream_setup_ms = 10'000;    // CREATE_STREAMS until every data connection is paired
+  long role_settle_ms = 3'000;      // TEST_RUNNING until every role is known; then best guess
+  long idle_ms = 60'000;            // no byte moved on any connection of the test
+  long end_linger_ms = 15'000;      // IPERF_DONE until both control legs have closed
+};
+
+struct ProxySettings {
+  Timeouts timeouts;
+  proto::CodecLimits codec;
+};
+
+}  // namespace iperf3proxy::proxy

@@ -1,0 +1,84 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "ev/io_event.h"
+#include "net/unique_fd.h"
+
+namespace iperf3proxy::proxy {
+
+// Moves bytes both ways between two connected sockets with splice(2) through a pipe per
+// direction, so payload never enters user space.
+//
+// Contract: the pump *borrows* both socket fds (the owner keeps them open for the pump's whole
+// life and closes them after), owns its pipes and events, counts bytes per direction, passes a
+// half-close through per direction (EOF on one side becomes shutdown(SHUT_WR) on the other once
+// the pipe is flushed: iperf3 3.21+ waits for that EOF), and reports exactly one completion.
+class SplicePump {
+ public:
+  enum class Outcome { Closed, Error };
+
+  struct Completion {
+    Outcome outcome;
+    int error;      // errno for Outcome::Error
+    bool at_first;  // the error happened on the first fd's side
+  };
+
+  using DoneCallback = std::function<void(const Completion&)>;
+
+  // Default pipe capacity; larger pipes mean fewer wake-ups per byte.
+  static constexpr int kDefaultPipeSize = 1 << 20;
+
+  SplicePump(ev::EventLoop& loop, int first_fd, int second_fd, DoneCallback done);
+  SplicePump(const SplicePump&) = delete;
+  SplicePump& operator=(const SplicePump&) = delete;
+
+  // Creates the pipes and starts moving. Returns false (errno set) if pipes cannot be created.
+  bool start(int pipe_size = kDefaultPipeSize);
+
+  // Moves everything the first peer has sent so far into the second peer's TCP and calls `done`
+  // once the second peer has acknowledged it all and the first has been quiet for a moment (or
+  // the direction ended). Used at TEST_END: the proxy forwards the client's TEST_END only after
+  // the test data sent before it has reached the server, as on a direct path, so that iperf3's
+  // sender and receiver counts agree.
+  void drainFirstToSecond(std::function<void()> done);
+
+  std::uint64_t bytesFirstToSecond() const { return forward_.bytes; }
+
+  std::uint64_t bytesSecondToFirst() const { return backward_.bytes; }
+
+ private:
+  struct Direction {
+    int from = -1;
+    int to = -1;
+    net::UniqueFd pipe_read;
+    net::UniqueFd pipe_write;
+    std::size_t in_pipe = 0;
+    std::uint64_t bytes = 0;
+    bool eof = false;
+    bool done = false;
+    bool from_is_first = true;
+    std::unique_ptr<ev::IoEvent> readable;  // `from` has data
+    std::unique_ptr<ev::IoEvent> writable;  // `to` has room
+  };
+
+  void pump(Direction& d);
+  void finishDirection(Direction& d);
+  void fail(Direction& d, int error, bool at_from);
+  void complete(const Completion& completion);
+  void onDrainTick();
+  void finishDrain();
+
+  ev::EventLoop& loop_;
+  DoneCallback done_;
+  bool completed_ = false;
+  Direction forward_;   // first -> second
+  Direction backward_;  // second -> first
+  std::function<void()> drained_;
+  int quiet_ticks_ = 0;
+  std::unique_ptr<ev::Timer> drain_tick_;
+};
+
+}  // namespace iperf3proxy::proxy

@@ -1,0 +1,335 @@
+#include "proto/test_params.h"
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+
+#include <gtest/gtest.h>
+
+namespace iperf3proxy::proto {
+namespace {
+
+// ---- Helpers ----------------------------------------------------------------------------------
+
+TestParams parseOk(std::string_view json) {
+  auto parsed = parseTestParams(json);
+  if (const auto* failure = std::get_if<ParamsFailure>(&parsed)) {
+    ADD_FAILURE() << "unexpected failure " << paramsErrorName(failure->error) << " ("
+                  << failure->detail << ") for " << json;
+    return {};
+  }
+  return std::get<TestParams>(std::move(parsed));
+}
+
+ParamsFailure parseFail(std::string_view json) {
+  auto parsed = parseTestParams(json);
+  if (std::holds_alternative<TestParams>(parsed)) {
+    ADD_FAILURE() << "unexpectedly accepted: " << json;
+    return {ParamsError::InvalidJson, ""};
+  }
+  return std::get<ParamsFailure>(std::move(parsed));
+}
+
+struct Expected {
+  Transport transport;
+  TestMode mode;
+  int streams;
+  std::int64_t duration_s;
+  std::int64_t omit_s;
+  std::string_view client_version;
+};
+
+void expectParams(const TestParams& params, const Expected& expected) {
+  EXPECT_EQ(transportName(params.transport), transportName(expected.transport));
+  EXPECT_EQ(testModeName(params.mode), testModeName(expected.mode));
+  EXPECT_EQ(params.streams_per_direction, expected.streams);
+  EXPECT_EQ(params.duration_s, expected.duration_s);
+  EXPECT_EQ(params.omit_s, expected.omit_s);
+  EXPECT_EQ(params.client_version, expected.client_version);
+  EXPECT_FALSE(params.role_byte);
+}
+
+// ---- Real parameters, captured from Debian's iperf3 3.12 -------------------------------------
+// Recorded with testdata/capture_relay.py between `iperf3 -c` and `iperf3 -s`; the same bytes
+// are the third line of the matching testdata/iperf3_12_*.hex transcript. Frozen.
+
+struct RealParams {
+  std::string_view options;
+  std::string_view json;
+  Expected expected;
+};
+
+const RealParams kIperf312[] = {
+    {"(default)",
+     R"({"tcp":true,"omit":0,"time":10,"num":0,"blockcount":0,"parallel":1,"len":131072,)"
+     R"("pacing_timer":1000,"client_version":"3.12"})",
+     {Transport::Tcp, TestMode::Forward, 1, 10, 0, "3.12"}},
+    {"-R",
+     R"({"tcp":true,"omit":0,"time":10,"num":0,"blockcount":0,"parallel":1,"reverse":true,)"
+     R"("len":131072,"pacing_timer":1000,"client_version":"3.12"})",
+     {Transport::Tcp, TestMode::Reverse, 1, 10, 0, "3.12"}},
+    {"-P 4",
+     R"({"tcp":true,"omit":0,"time":10,"num":0,"blockcount":0,"parallel":4,"len":131072,)"
+     R"("pacing_timer":1000,"client_version":"3.12"})",
+     {Transport::Tcp, TestMode::Forward, 4, 10, 0, "3.12"}},
+    {"--bidir",
+     R"({"tcp":true,"omit":0,"time":10,"num":0,"blockcount":0,"parallel":1,)"
+     R"("bidirectional":true,"len":131072,"pacing_timer":1000,"client_version":"3.12"})",
+     {Transport::Tcp, TestMode::Bidirectional, 1, 10, 0, "3.12"}},
+    {"--bidir -P 3",
+     R"({"tcp":true,"omit":0,"time":10,"num":0,"blockcount":0,"parallel":3,)"
+     R"("bidirectional":true,"len":131072,"pacing_timer":1000,"client_version":"3.12"})",
+     {Transport::Tcp, TestMode::Bidirectional, 3, 10, 0, "3.12"}},
+    {"-u -b 10M",
+     R"({"udp":true,"omit":0,"time":10,"num":0,"blockcount":0,"parallel":1,"len":32768,)"
+     R"("bandwidth":10000000,"pacing_timer":1000,"client_version":"3.12"})",
+     {Transport::Udp, TestMode::Forward, 1, 10, 0, "3.12"}},
+    {"-n 50M",
+     R"({"tcp":true,"omit":0,"time":0,"num":52428800,"blockcount":0,"parallel":1,"len":131072,)"
+     R"("pacing_timer":1000,"client_version":"3.12"})",
+     {Transport::Tcp, TestMode::Forward, 1, 0, 0, "3.12"}},
+    {"-u --bidir -P 2",
+     R"({"udp":true,"omit":0,"time":10,"num":0,"blockcount":0,"parallel":2,)"
+     R"("bidirectional":true,"len":32768,"bandwidth":1048576,"pacing_timer":1000,)"
+     R"("client_version":"3.12"})",
+     {Transport::Udp, TestMode::Bidirectional, 2, 10, 0, "3.12"}},
+    {"-t 2 -O 1 -T title --extra-data x",
+     R"({"tcp":true,"omit":1,"time":2,"num":0,"blockcount":0,"parallel":1,"len":131072,)"
+     R"("pacing_timer":1000,"title":"title","extra_data":"x","client_version":"3.12"})",
+     {Transport::Tcp, TestMode::Forward, 1, 2, 1, "3.12"}},
+};
+
+TEST(TestParamsTest, RealIperf312Parameters) {
+  for (const RealParams& real : kIperf312) {
+    SCOPED_TRACE(real.options);
+    expectParams(parseOk(real.json), real.expected);
+  }
+}
+
+TEST(TestParamsTest, StreamCountsPerDirection) {
+  const TestParams forward = parseOk(kIperf312[2].json);  // -P 4
+  EXPECT_EQ(forward.uploadStreams(), 4);
+  EXPECT_EQ(forward.downloadStreams(), 0);
+  EXPECT_EQ(forward.totalStreams(), 4);
+  const TestParams reverse = parseOk(kIperf312[1].json);  // -R
+  EXPECT_EQ(reverse.uploadStreams(), 0);
+  EXPECT_EQ(reverse.downloadStreams(), 1);
+  EXPECT_EQ(reverse.totalStreams(), 1);
+  const TestParams bidir = parseOk(kIperf312[4].json);  // --bidir -P 3
+  EXPECT_EQ(bidir.uploadStreams(), 3);
+  EXPECT_EQ(bidir.downloadStreams(), 3);
+  EXPECT_EQ(bidir.totalStreams(), 6);
+}
+
+// ---- Hand-written parameters in the shape of other versions -----------------------------------
+
+TEST(TestParamsTest, Iperf37Shape) {
+  // 3.7: no `num`/`blockcount` unless set, `bidirectional` is new, `repeating_payload` is sent.
+  expectParams(parseOk(R"({"tcp":true,"omit":0,"time":10,"parallel":2,"bidirectional":true,)"
+                       R"("len":131072,"pacing_timer":1000,"repeating_payload":1,)"
+                       R"("client_version":"3.7"})"),
+               {Transport::Tcp, TestMode::Bidirectional, 2, 10, 0, "3.7"});
+  expectParams(parseOk(R"({"udp":true,"omit":2,"time":5,"parallel":1,"reverse":true,)"
+                       R"("len":8192,"bandwidth":1048576,"pacing_timer":1000,)"
+                       R"("client_version":"3.7"})"),
+               {Transport::Udp, TestMode::Reverse, 1, 5, 2, "3.7"});
+}
+
+TEST(TestParamsTest, NewerVersionsWithUnknownKeys) {
+  // 3.17 .. master: keys this parser does not know must be ignored.
+  expectParams(parseOk(R"({"tcp":true,"omit":0,"time":10,"num":0,"blockcount":0,"parallel":8,)"
+                       R"("reverse":true,"len":131072,"pacing_timer":1000,"fqrate":0,)"
+                       R"("skip_rx_copy":1,"mptcp":true,"zerocopy":1,"dont_fragment":0,)"
+                       R"("congestion":"bbr","TOS":32,"flowlabel":0,"window":4194304,"MSS":1400,)"
+                       R"("nodelay":true,"get_server_output":1,"udp_counters_64bit":1,)"
+                       R"("server_affinity":3,"authtoken":"QUJD","client_version":"3.17.1"})"),
+               {Transport::Tcp, TestMode::Reverse, 8, 10, 0, "3.17.1"});
+  expectParams(parseOk(R"({"udp":true,"omit":0,"time":10,"num":0,"blockcount":0,"parallel":2,)"
+                       R"("bidirectional":true,"len":1460,"bandwidth":1048576,)"
+                       R"("pacing_timer":1000,"gso":1,"gso_dg_size":1460,"gso_bf_size":65507,)"
+                       R"("gro":1,"gro_bf_size":65507,"skip_rx_copy":0,)"
+                       R"("future_key":{"nested":[1,{"x":null}],"tcp":false},)"
+                       R"("client_version":"3.21+"})"),
+               {Transport::Udp, TestMode::Bidirectional, 2, 10, 0, "3.21+"});
+}
+
+TEST(TestParamsTest, DefaultsForAnEmptyObject) {
+  const TestParams params = parseOk("{}");
+  expectParams(params, {Transport::Tcp, TestMode::Forward, 1, 10, 0, ""});
+}
+
+// ---- Flags count by presence ------------------------------------------------------------------
+
+TEST(TestParamsTest, FalseFlagStillCounts) {
+  EXPECT_EQ(parseOk(R"({"tcp":true,"reverse":false})").mode, TestMode::Reverse);
+  EXPECT_EQ(parseOk(R"({"bidirectional":false})").mode, TestMode::Bidirectional);
+  EXPECT_EQ(parseOk(R"({"tcp":true,"udp":false})").transport, Transport::Udp);
+  EXPECT_EQ(parseOk(R"({"sctp":false})").transport, Transport::Sctp);
+  EXPECT_EQ(parseOk(R"({"tcp":false})").transport, Transport::Tcp);
+}
+
+TEST(TestParamsTest, NonBooleanFlagValueIsAmbiguous) {
+  for (const std::string_view key : {"tcp", "udp", "sctp", "reverse", "bidirectional"}) {
+    for (const std::string_view value : {"1", "0", "\"true\"", "null", "[]", "{}", "1.5"}) {
+      const std::string json = "{\"" + std::string(key) + "\":" + std::string(value) + "}";
+      SCOPED_TRACE(json);
+      const ParamsFailure failure = parseFail(json);
+      EXPECT_EQ(failure.error, ParamsError::AmbiguousValue);
+      EXPECT_NE(failure.detail.find(key), std::string::npos) << failure.detail;
+    }
+  }
+}
+
+TEST(TestParamsTest, UdpBeatsTcpAndSctpBeatsUdp) {
+  EXPECT_EQ(parseOk(R"({"tcp":true,"udp":true})").transport, Transport::Udp);
+  EXPECT_EQ(parseOk(R"({"udp":true,"tcp":true})").transport, Transport::Udp);
+  EXPECT_EQ(parseOk(R"({"udp":true,"sctp":true})").transport, Transport::Sctp);
+  EXPECT_EQ(parseOk(R"({"sctp":true,"tcp":true,"udp":true})").transport, Transport::Sctp);
+  EXPECT_EQ(parseOk(R"({"parallel":1})").transport, Transport::Tcp);
+}
+
+TEST(TestParamsTest, BidirectionalOverridesReverse) {
+  EXPECT_EQ(parseOk(R"({"reverse":true,"bidirectional":true})").mode, TestMode::Bidirectional);
+  EXPECT_EQ(parseOk(R"({"bidirectional":true,"reverse":true})").mode, TestMode::Bidirectional);
+}
+
+// ---- cJSON key lookup: case-insensitive, first match wins ------------------------------------
+
+TEST(TestParamsTest, KeysAreCaseInsensitive) {
+  EXPECT_EQ(parseOk(R"({"tcp":true,"ReVeRsE":true})").mode, TestMode::Reverse);
+  EXPECT_EQ(parseOk(R"({"UDP":true})").transport, Transport::Udp);
+  EXPECT_EQ(parseOk(R"({"PARALLEL":7})").streams_per_direction, 7);
+  EXPECT_EQ(parseOk(R"({"Time":3,"OMIT":2})").duration_s, 3);
+  EXPECT_EQ(parseOk(R"({"Client_Version":"3.9"})").client_version, "3.9");
+  EXPECT_TRUE(parseOk(R"({"Role_Byte":1})").role_byte);
+}
+
+TEST(TestParamsTest, FirstMatchWins) {
+  EXPECT_EQ(parseOk(R"({"Reverse":true,"reverse":1})").mode, TestMode::Reverse);
+  EXPECT_EQ(parseFail(R"({"reverse":1,"Reverse":true})").error, ParamsError::AmbiguousValue);
+  EXPECT_EQ(parseOk(R"({"PARALLEL":2,"parallel":3})").streams_per_direction, 2);
+}
+
+TEST(TestParamsTest, FirstOfExactDuplicateKeysWins) {
+  // Checked against iperf3 3.12: {"parallel":1,"parallel":2} starts after one stream, and
+  // {"parallel":2,"parallel":1} waits for two.
+  EXPECT_EQ(parseOk(R"({"parallel":1,"parallel":2})").streams_per_direction, 1);
+  EXPECT_EQ(parseOk(R"({"parallel":2,"parallel":1})").streams_per_direction, 2);
+  EXPECT_EQ(parseFail(R"({"parallel":200,"parallel":2})").error, ParamsError::BadParallel);
+  EXPECT_EQ(parseOk(R"({"parallel":2,"parallel":200})").streams_per_direction, 2);
+  EXPECT_EQ(parseOk(R"({"reverse":true,"reverse":1})").mode, TestMode::Reverse);
+  EXPECT_EQ(parseOk(R"({"time":5,"time":{"x":1},"time":7})").duration_s, 5);
+  // Duplicates inside a nested object are not top-level keys and change nothing.
+  EXPECT_EQ(parseOk(R"({"x":{"parallel":5,"parallel":6},"parallel":3})").streams_per_direction, 3);
+}
+
+TEST(TestParamsTest, KeyEndsAtAnEmbeddedNul) {
+  // cJSON keeps keys as C strings: iperf3 3.12 ran this as a reverse test.
+  EXPECT_EQ(parseOk(R"({"tcp":true,"reverse\u0000x":true})").mode, TestMode::Reverse);
+  EXPECT_EQ(parseOk(R"({"parallel\u0000":4})").streams_per_direction, 4);
+  EXPECT_TRUE(parseOk(R"({"role_byte\u0000junk":0})").role_byte);
+  EXPECT_EQ(parseOk(R"({"reversex":true})").mode, TestMode::Forward);
+  EXPECT_EQ(parseOk(R"({"\u0000reverse":true})").mode, TestMode::Forward);
+}
+
+// ---- parallel ---------------------------------------------------------------------------------
+
+TEST(TestParamsTest, ParallelRange) {
+  EXPECT_EQ(parseOk(R"({"parallel":1})").streams_per_direction, 1);
+  EXPECT_EQ(parseOk(R"({"parallel":128})").streams_per_direction, 128);
+  for (const std::string_view value :
+       {"0", "-1", "129", "1000000", "2147483648", "18446744073709551615", "-9223372036854775809",
+        "1e300", "-1e300", "0.5", "-0.5", "129.0"}) {
+    const std::string json = "{\"parallel\":" + std::string(value) + "}";
+    SCOPED_TRACE(json);
+    const ParamsFailure failure = parseFail(json);
+    EXPECT_EQ(failure.error, ParamsError::BadParallel);
+    EXPECT_FALSE(failure.detail.empty());
+  }
+}
+
+TEST(TestParamsTest, ParallelAsFloatTruncates) {
+  EXPECT_EQ(parseOk(R"({"parallel":2.9})").streams_per_direction, 2);
+  EXPECT_EQ(parseOk(R"({"parallel":1.0})").streams_per_direction, 1);
+  EXPECT_EQ(parseOk(R"({"parallel":128.99})").streams_per_direction, 128);
+  EXPECT_EQ(parseOk(R"({"parallel":4e1})").streams_per_direction, 40);
+}
+
+TEST(TestParamsTest, ParallelThatIsNotANumberIsAmbiguous) {
+  for (const std::string_view value : {"\"4\"", "true", "false", "null", "[4]", "{}"}) {
+    const std::string json = "{\"parallel\":" + std::string(value) + "}";
+    SCOPED_TRACE(json);
+    EXPECT_EQ(parseFail(json).error, ParamsError::AmbiguousValue);
+  }
+}
+
+// ---- Other keys -------------------------------------------------------------------------------
+
+TEST(TestParamsTest, HugeIntegersElsewhereDoNotBreakParsing) {
+  // iperf3 <= 3.13 prints -1 as 18446744073709551615.
+  const TestParams params = parseOk(
+      R"({"tcp":true,"omit":0,"time":10,"num":18446744073709551615,)"
+      R"("blockcount":18446744073709551615,"parallel":2,"fqrate":18446744073709551615,)"
+      R"("bandwidth":9223372036854775808,"window":-9223372036854775808,)"
+      R"("extra":[18446744073709551615,1e308,-18446744073709551616],"client_version":"3.12"})");
+  expectParams(params, {Transport::Tcp, TestMode::Forward, 2, 10, 0, "3.12"});
+}
+
+TEST(TestParamsTest, HugeTimeSaturates) {
+  EXPECT_EQ(parseOk(R"({"time":18446744073709551615})").duration_s,
+            std::numeric_limits<std::int64_t>::max());
+  EXPECT_EQ(parseOk(R"({"time":2.5,"omit":1.9})").duration_s, 2);
+  EXPECT_EQ(parseOk(R"({"time":2.5,"omit":1.9})").omit_s, 1);
+  EXPECT_EQ(parseOk(R"({"time":"5"})").duration_s, 10);  // not a number: left at the default
+}
+
+TEST(TestParamsTest, RoleByteCountsByPresence) {
+  EXPECT_FALSE(parseOk(R"({"tcp":true})").role_byte);
+  for (const std::string_view value : {"true", "false", "0", "1", "null", "\"v1\"", "{}"}) {
+    const std::string json = "{\"tcp\":true,\"role_byte\":" + std::string(value) + "}";
+    SCOPED_TRACE(json);
+    EXPECT_TRUE(parseOk(json).role_byte);
+  }
+  EXPECT_EQ(kRoleByteKey, "role_byte");
+}
+
+TEST(TestParamsTest, ClientVersionOnlyWhenAString) {
+  EXPECT_EQ(parseOk(R"({"client_version":3.12})").client_version, "");
+  EXPECT_EQ(parseOk(R"({"client_version":"3.99"})").client_version, "3.99");
+}
+
+TEST(TestParamsTest, DeeplyNestedUnknownValue) {
+  const std::string json =
+      R"({"parallel":2,"x":)" + std::string(20000, '[') + std::string(20000, ']') + "}";
+  EXPECT_EQ(parseOk(json).streams_per_direction, 2);
+}
+
+// ---- Not a JSON object ------------------------------------------------------------------------
+
+TEST(TestParamsTest, InvalidJson) {
+  for (const std::string_view json :
+       {"", " ", "{", "}", "[]", "null", "42", "\"tcp\"", "true", R"({"tcp":true,})",
+        R"({"tcp":true)", R"({tcp:true})", R"({"tcp":tru})", R"({'tcp':true})"}) {
+    SCOPED_TRACE(json);
+    const ParamsFailure failure = parseFail(json);
+    EXPECT_EQ(failure.error, ParamsError::InvalidJson);
+  }
+}
+
+TEST(TestParamsTest, Names) {
+  EXPECT_EQ(transportName(Transport::Tcp), "tcp");
+  EXPECT_EQ(transportName(Transport::Udp), "udp");
+  EXPECT_EQ(transportName(Transport::Sctp), "sctp");
+  EXPECT_EQ(testModeName(TestMode::Forward), "forward");
+  EXPECT_EQ(testModeName(TestMode::Reverse), "reverse");
+  EXPECT_EQ(testModeName(TestMode::Bidirectional), "bidir");
+  EXPECT_EQ(paramsErrorName(ParamsError::InvalidJson), "invalid JSON");
+  EXPECT_EQ(paramsErrorName(ParamsError::AmbiguousValue), "ambiguous value");
+  EXPECT_EQ(paramsErrorName(ParamsError::BadParallel), "bad stream count");
+}
+
+}  // namespace
+}  // namespace iperf3proxy::proto

@@ -1,0 +1,218 @@
+// Component test: the splice pump between two real TCP connections on loopback, driven by a real
+// event loop. Peers run in threads with blocking sockets; the loop runs in the test's thread.
+
+#include "proxy/splice_pump.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "ev/event_loop.h"
+#include "net/unique_fd.h"
+
+namespace iperf3proxy::proxy {
+namespace {
+
+using net::UniqueFd;
+
+constexpr std::uint64_t kGiB = 1ULL << 30;
+
+// A connected pair of TCP sockets over loopback: {outer, inner}.
+std::pair<UniqueFd, UniqueFd> tcpPair() {
+  UniqueFd listener(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  EXPECT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), length), 0);
+  EXPECT_EQ(::listen(listener.get(), 1), 0);
+  EXPECT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &length), 0);
+  UniqueFd outer(::socket(AF_INET, SOCK_STREAM, 0));
+  EXPECT_EQ(::connect(outer.get(), reinterpret_cast<sockaddr*>(&address), length), 0);
+  UniqueFd inner(::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK));
+  EXPECT_TRUE(inner.valid());
+  return {std::move(outer), std::move(inner)};
+}
+
+// Deterministic pseudo-random bytes (xorshift64*), so both ends can agree on a digest.
+class ByteStream {
+ public:
+  explicit ByteStream(std::uint64_t seed) : state_(seed | 1) {}
+
+  void fill(std::vector<std::uint8_t>& buffer) {
+    for (std::size_t i = 0; i + 8 <= buffer.size(); i += 8) {
+      state_ ^= state_ >> 12;
+      state_ ^= state_ << 25;
+      state_ ^= state_ >> 27;
+      const std::uint64_t word = state_ * 0x2545F4914F6CDD1DULL;
+      std::memcpy(&buffer[i], &word, 8);
+    }
+  }
+
+ private:
+  std::uint64_t state_;
+};
+
+// FNV-1a over 64-bit words: order-sensitive and cheap enough for gigabytes.
+struct Digest {
+  std::uint64_t value = 0xcbf29ce484222325ULL;
+  std::uint64_t bytes = 0;
+
+  void add(const std::uint8_t* data, std::size_t size) {
+    for (std::size_t i = 0; i < size; ++i) {
+      value = (value ^ data[i]) * 0x100000001b3ULL;
+    }
+    bytes += size;
+  }
+};
+
+struct Transfer {
+  Digest sent;
+  Digest received;
+};
+
+// Writes `total` bytes into `fd`, then half-closes it.
+void sendAll(int fd, std::uint64_t total, std::uint64_t seed, Digest& digest) {
+  ByteStream stream(seed);
+  std::vector<std::uint8_t> buffer(256 * 1024);
+  std::uint64_t left = total;
+  while (left > 0) {
+    stream.fill(buffer);
+    const std::size_t chunk =
+        static_cast<std::size_t>(std::min<std::uint64_t>(left, buffer.size()));
+    std::size_t offset = 0;
+    while (offset < chunk) {
+      const ssize_t n = ::send(fd, buffer.data() + offset, chunk - offset, MSG_NOSIGNAL);
+      ASSERT_GT(n, 0);
+      offset += static_cast<std::size_t>(n);
+    }
+    digest.add(buffer.data(), chunk);
+    left -= chunk;
+  }
+  ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
+}
+
+// Reads until EOF.
+void receiveAll(int fd, Digest& digest) {
+  std::vector<std::uint8_t> buffer(256 * 1024);
+  for (;;) {
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    ASSERT_GE(n, 0);
+    if (n == 0) {
+      return;
+    }
+    digest.add(buffer.data(), static_cast<std::size_t>(n));
+  }
+}
+
+class SplicePumpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto [client, proxy_client_side] = tcpPair();
+    auto [server, proxy_server_side] = tcpPair();
+    client_ = std::move(client);
+    server_ = std::move(server);
+    proxy_client_side_ = std::move(proxy_client_side);
+    proxy_server_side_ = std::move(proxy_server_side);
+    pump_ = std::make_unique<SplicePump>(loop_, proxy_client_side_.get(), proxy_server_side_.get(),
+                                         [this](const SplicePump::Completion& completion) {
+                                           completion_ = completion;
+                                           done_ = true;
+                                           loop_.stop();
+                                         });
+    ASSERT_TRUE(pump_->start());
+  }
+
+  ev::EventLoop loop_;
+  UniqueFd client_;
+  UniqueFd server_;
+  UniqueFd proxy_client_side_;
+  UniqueFd proxy_server_side_;
+  std::unique_ptr<SplicePump> pump_;
+  SplicePump::Completion completion_{};
+  bool done_ = false;
+};
+
+TEST_F(SplicePumpTest, MovesOneGibibyteEachWayExactlyWithHalfClosePerDirection) {
+  Transfer upload;
+  Transfer download;
+  // Both directions run at once; each half-closes on its own, and the other keeps flowing.
+  std::thread client_writer([&] { sendAll(client_.get(), kGiB, 1, upload.sent); });
+  std::thread server_reader([&] { receiveAll(server_.get(), upload.received); });
+  std::thread server_writer([&] { sendAll(server_.get(), kGiB + 12345, 2, download.sent); });
+  std::thread client_reader([&] { receiveAll(client_.get(), download.received); });
+  loop_.run();
+  client_writer.join();
+  server_reader.join();
+  server_writer.join();
+  client_reader.join();
+
+  ASSERT_TRUE(done_);
+  EXPECT_EQ(completion_.outcome, SplicePump::Outcome::Closed);
+  EXPECT_EQ(upload.sent.bytes, kGiB);
+  EXPECT_EQ(upload.received.bytes, kGiB);
+  EXPECT_EQ(upload.received.value, upload.sent.value);
+  EXPECT_EQ(download.received.bytes, kGiB + 12345);
+  EXPECT_EQ(download.received.value, download.sent.value);
+  EXPECT_EQ(pump_->bytesFirstToSecond(), kGiB);
+  EXPECT_EQ(pump_->bytesSecondToFirst(), kGiB + 12345);
+}
+
+TEST_F(SplicePumpTest, HalfCloseFromClientLetsServerKeepSending) {
+  // The client sends a little and half-closes at once (like a 3.21+ peer at test end); the
+  // server sees EOF, then answers with more data, which must still arrive in full.
+  Transfer upload;
+  Transfer download;
+  std::thread client_side([&] {
+    sendAll(client_.get(), 4096, 3, upload.sent);
+    receiveAll(client_.get(), download.received);
+  });
+  std::thread server_side([&] {
+    receiveAll(server_.get(), upload.received);  // returns at the client's EOF
+    sendAll(server_.get(), 64ULL << 20, 4, download.sent);
+  });
+  loop_.run();
+  client_side.join();
+  server_side.join();
+  EXPECT_EQ(completion_.outcome, SplicePump::Outcome::Closed);
+  EXPECT_EQ(upload.received.value, upload.sent.value);
+  EXPECT_EQ(upload.received.bytes, 4096U);
+  EXPECT_EQ(download.received.value, download.sent.value);
+  EXPECT_EQ(download.received.bytes, 64ULL << 20);
+}
+
+TEST_F(SplicePumpTest, ResetFromOnePeerEndsThePumpWithAnError) {
+  // iperf3's server closes its data sockets with unread data at TEST_END: a reset.
+  std::thread client_side([&] {
+    std::vector<std::uint8_t> buffer(1 << 20, 7);
+    for (int i = 0; i < 8; ++i) {
+      if (::send(client_.get(), buffer.data(), buffer.size(), MSG_NOSIGNAL) <= 0) {
+        break;
+      }
+    }
+  });
+  linger reset_on_close{1, 0};
+  ASSERT_EQ(
+      ::setsockopt(server_.get(), SOL_SOCKET, SO_LINGER, &reset_on_close, sizeof(reset_on_close)),
+      0);
+  server_.reset();
+  loop_.run();
+  // Closing the proxy's side unblocks the writer with an error of its own.
+  pump_.reset();
+  proxy_client_side_.reset();
+  client_side.join();
+  ASSERT_TRUE(done_);
+  EXPECT_EQ(completion_.outcome, SplicePump::Outcome::Error);
+  EXPECT_FALSE(completion_.at_first);
+}
+
+}  // namespace
+}  // namespace iperf3proxy::proxy
