@@ -2,8 +2,8 @@
 
 #include <fcntl.h>
 #include <linux/sockios.h>
+#include <linux/tcp.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
@@ -46,6 +46,15 @@ std::optional<int> unacknowledgedBytes(int fd) {
     return std::nullopt;
   }
   return bytes;
+}
+
+std::optional<std::uint32_t> peerReceiveWindow(int fd) {
+  tcp_info info{};
+  socklen_t length = sizeof(info);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) == -1) {
+    return std::nullopt;
+  }
+  return info.tcpi_snd_wnd;
 }
 
 UniqueFd listenTcp(const Address& at, bool dual_stack, std::string* error) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -25,6 +26,10 @@ int socketError(int fd);
 // for a freshly connected socket with a few bytes written, 0 means everything was acknowledged,
 // which implies the connection is established and queued on the peer's listener).
 std::optional<int> unacknowledgedBytes(int fd);
+
+// The receive window the peer last advertised (TCP_INFO tcpi_snd_wnd): it grows back as the
+// peer's application reads what it was sent.
+std::optional<std::uint32_t> peerReceiveWindow(int fd);
 
 // A non-blocking listening TCP socket. `dual_stack` clears IPV6_V6ONLY on an IPv6 wildcard.
 UniqueFd listenTcp(const Address& at, bool dual_stack, std::string* error);

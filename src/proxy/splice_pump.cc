@@ -15,9 +15,12 @@ constexpr std::size_t kSpliceChunk = 1 << 20;
 // Rounds per wake-up before yielding to other connections (events are level-triggered, so
 // whatever is left fires again at once).
 constexpr int kRoundsPerWakeup = 8;
-// While draining: how often to look, and how many consecutive quiet looks (nothing readable,
-// nothing in the pipe, nothing unacknowledged) count as drained. Bytes still leaving the client's
-// send buffer arrive within a tick or two once the proxy has made room for them.
+// While draining: how often to look, and how many consecutive quiet looks count as drained.
+// Quiet means nothing readable from the client, nothing in the pipe, nothing unacknowledged by
+// the server, and the server's advertised window unchanged: it grows while the server is still
+// reading what it was sent (iperf3 closes its data sockets at TEST_END, and what it has not read
+// by then is not counted). Bytes still leaving the client's send buffer arrive within a tick or
+// two once the proxy has made room for them.
 constexpr long kDrainTickMs = 1;
 constexpr int kQuietTicksToDrain = 3;
 
@@ -120,7 +123,10 @@ void SplicePump::onDrainTick() {
   std::uint8_t byte = 0;
   const bool readable = ::recv(forward_.from, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
   const auto unacknowledged = net::unacknowledgedBytes(forward_.to);
-  const bool quiet = !readable && forward_.in_pipe == 0 && unacknowledged.value_or(0) == 0;
+  const auto window = net::peerReceiveWindow(forward_.to);
+  const bool quiet = !readable && forward_.in_pipe == 0 && unacknowledged.value_or(0) == 0 &&
+                     window == last_peer_window_;
+  last_peer_window_ = window;
   quiet_ticks_ = quiet ? quiet_ticks_ + 1 : 0;
   if (quiet_ticks_ >= kQuietTicksToDrain) {
     finishDrain();

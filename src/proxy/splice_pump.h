@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "ev/io_event.h"
 #include "net/unique_fd.h"
@@ -78,6 +79,7 @@ class SplicePump {
   Direction backward_;  // second -> first
   std::function<void()> drained_;
   int quiet_ticks_ = 0;
+  std::optional<std::uint32_t> last_peer_window_;
   std::unique_ptr<ev::Timer> drain_tick_;
 };
 
