@@ -578,7 +578,8 @@ def bidir_args(parallel: int, seconds: int = 3, rcv_timeout_ms: Optional[int] = 
 
 # One per test session (src/proxy/session.cc, Session::logSummary), e.g.
 #   2026-11-27T14:31:05.567 info [s:kpdjmnui] test ended: client=127.0.0.1:33238 mode=tcp bidir
-#   streams=1 up_bytes=1 down_bytes=2 duration=2.02s reason=completed roles_repaired=0 out_of_order=0
+#   streams=1 up_bytes=1 down_bytes=2 duration=2.02s reason=completed roles_repaired=0
+#   out_of_order=0
 _SESSION_END_RE = re.compile(
     r"^\S+ (?P<level>\w+) \[s:(?P<sid>[^\]]+)\] test ended: client=(?P<client>\S+) "
     r"mode=(?P<mode>.*?) up_bytes=(?P<up>\d+) down_bytes=(?P<down>\d+) "

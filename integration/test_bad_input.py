@@ -26,8 +26,8 @@ import json
 import os
 import random
 import re
-import socket
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -268,8 +268,22 @@ def assert_real_test_passes(proxy: harness.Proxy, result: harness.ClientResult,
     assert not problems, context(proxy, *problems, result.summary())
 
 
-def run_real_after(proxy: harness.Proxy) -> None:
-    """A real --bidir test right after a hostile session: the backend must be free again."""
+def backend_listens(backend: harness.IperfServer) -> int:
+    """How often iperf3 -s has (re)opened its listener: once at start, then after every test
+    it ended (protocol doc §1.6), however the test ended."""
+    return len(re.findall(r"^Server listening on \d+", backend.log_text(), re.MULTILINE))
+
+
+def run_real_after(proxy: harness.Proxy, backend: harness.IperfServer) -> None:
+    """A real --bidir test right after a hostile session, which was the backend's first test.
+
+    The backend must have ended that test promptly, i.e. the proxy closed its side instead of
+    leaving the server waiting for bytes that never come; and a real test must pass then.
+    (Waiting for the re-listen also keeps the real client out of the moment in which iperf3
+    closes and re-opens its listener, which would reset it, proxy or not.)
+    """
+    assert harness.wait_until(lambda: backend_listens(backend) >= 2, PROMPT_S), context(
+        proxy, "the backend did not end the hostile test", "backend log:", backend.log_text())
     result = harness.run_client(proxy.port, AFTER_ARGS, CLIENT_TIMEOUT_S)
     assert_real_test_passes(proxy, result, streams=2)
 
@@ -541,7 +555,7 @@ def test_extra_data_connection_refused_test_goes_on(proxy, backend):
     assert (end.up_bytes, end.down_bytes) == (len(payload), got), context(
         proxy, f"proxy relayed up={end.up_bytes} down={end.down_bytes}; "
                f"sent {len(payload)}, received {got}")
-    run_real_after(proxy)
+    run_real_after(proxy, backend)
     assert_clean_exit(proxy)
 
 
@@ -550,8 +564,8 @@ def test_extra_data_connection_refused_test_goes_on(proxy, backend):
 # --------------------------------------------------------------------------------------------
 
 
-def _protocol_case(proxy: harness.Proxy, break_it, reason: str, detail: str,
-                   expect_answer: bytes = b"") -> None:
+def _protocol_case(proxy: harness.Proxy, backend: harness.IperfServer, break_it, reason: str,
+                   detail: str, expect_answer: bytes = b"") -> None:
     fake = FakeClient(proxy.port)
     try:
         started = time.monotonic()
@@ -569,25 +583,26 @@ def _protocol_case(proxy: harness.Proxy, break_it, reason: str, detail: str,
         proxy, f"expected reason={reason}: ...{detail}...", end.line)
     # The hostile session is gone and so is the backend's copy of it: a real test passes now,
     # without waiting for any timeout.
-    run_real_after(proxy)
+    run_real_after(proxy, backend)
     assert_clean_exit(proxy)
 
 
-def test_oversize_json_length(proxy):
+def test_oversize_json_length(proxy, backend):
     def break_it(fake: FakeClient) -> None:
         fake.hello()
         fake.send(b"\xff\xff\xff\xff")
 
-    _protocol_case(proxy, break_it, "protocol-error",
+    _protocol_case(proxy, backend, break_it, "protocol-error",
                    "client at byte 40: JSON message too large (JSON length 4294967295 above cap")
 
 
-def test_zero_json_length(proxy):
+def test_zero_json_length(proxy, backend):
     def break_it(fake: FakeClient) -> None:
         fake.hello()
         fake.send(b"\0\0\0\0")
 
-    _protocol_case(proxy, break_it, "protocol-error", "empty JSON message (JSON length 0)")
+    _protocol_case(proxy, backend, break_it, "protocol-error",
+                   "empty JSON message (JSON length 0)")
 
 
 SERVER_ERROR_RECV_PARAMS = bytes([SERVER_ERROR]) + struct.pack(">ii", IERECVPARAMS, 0)
@@ -604,36 +619,36 @@ BAD_PARAMS = [
 
 
 @pytest.mark.parametrize("body,detail", BAD_PARAMS)
-def test_invalid_params_rejected_with_server_error(proxy, body, detail):
+def test_invalid_params_rejected_with_server_error(proxy, backend, body, detail):
     """The client gets what iperf3 itself sends for unreadable params: SERVER_ERROR with
     i_errno 114 (IERECVPARAMS) and errno 0."""
     def break_it(fake: FakeClient) -> None:
         fake.hello()
         fake.send_json(body)
 
-    _protocol_case(proxy, break_it, "params-rejected", detail,
+    _protocol_case(proxy, backend, break_it, "params-rejected", detail,
                    expect_answer=SERVER_ERROR_RECV_PARAMS)
 
 
-def test_server_state_byte_from_client(proxy):
+def test_server_state_byte_from_client(proxy, backend):
     def break_it(fake: FakeClient) -> None:
         fake.hello()
         fake.send_json(BASE_PARAMS)
         fake.expect_state(CREATE_STREAMS)
         fake.send(bytes([PARAM_EXCHANGE]))
 
-    _protocol_case(proxy, break_it, "protocol-error",
+    _protocol_case(proxy, backend, break_it, "protocol-error",
                    "unexpected state byte (byte 9 is not a client state)")
 
 
-def test_second_cookie_on_control_connection(proxy):
+def test_second_cookie_on_control_connection(proxy, backend):
     def break_it(fake: FakeClient) -> None:
         fake.hello()
         fake.send_json(BASE_PARAMS)
         fake.expect_state(CREATE_STREAMS)
         fake.send(new_cookie())
 
-    _protocol_case(proxy, break_it, "protocol-error", "unexpected state byte (byte ")
+    _protocol_case(proxy, backend, break_it, "protocol-error", "unexpected state byte (byte ")
 
 
 # --------------------------------------------------------------------------------------------
@@ -641,7 +656,7 @@ def test_second_cookie_on_control_connection(proxy):
 # --------------------------------------------------------------------------------------------
 
 
-def test_udp_test_refused_as_unsupported(proxy):
+def test_udp_test_refused_as_unsupported(proxy, backend):
     result = harness.run_client(proxy.port, ["-u", "-t", "1"], CLIENT_TIMEOUT_S)
     assert not result.hung and result.duration < PROMPT_S, result.summary()
     assert result.error and "protocol" in result.error, result.summary()
@@ -651,7 +666,7 @@ def test_udp_test_refused_as_unsupported(proxy):
     end = wait_session_end(proxy, cookie[:8])
     assert end.reason == "unsupported-test" and "UDP" in end.detail, context(proxy, end.line)
     assert end.mode == "udp forward streams=1" and end.level == "warning", end.line
-    run_real_after(proxy)
+    run_real_after(proxy, backend)
     assert_clean_exit(proxy)
 
 

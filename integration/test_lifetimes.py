@@ -2,12 +2,13 @@
 """Lifetimes: what the proxy holds per test is released after it, one log line per test, and
 the embedded iperf3 server lives and dies with the proxy.
 
-Run (no root needed; about 1 minute, most of it the soak):
+Run (no root needed; about 25 s, most of it the 1000-test soak):
 
     /usr/bin/python3 -m pytest integration/test_lifetimes.py -v -s
 
-  test_no_fd_or_memory_growth    1000 short tests (plus refused junk connections) through one
-                                 proxy: open fds unchanged, RSS within a small bound. Against
+  test_no_fd_or_memory_growth    1000 short tests (forward, -R, --bidir; plus refused junk
+                                 connections and tests that end badly) through one proxy:
+                                 open fds unchanged, RSS within a small bound. Against
                                  a sanitizer build (detected, or IPERF3_PROXY_SANITIZED=1) only
                                  fds are compared and 200 tests are run: ASan's RSS only grows.
   test_one_line_per_test_bytes_agree
@@ -21,10 +22,14 @@ Run (no root needed; about 1 minute, most of it the soak):
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import random
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -137,6 +142,45 @@ def run_short_test(port: int, args: list[str]) -> subprocess.CompletedProcess:
                           stderr=subprocess.PIPE, text=True, timeout=SHORT_TEST_TIMEOUT_S)
 
 
+SEED = int(os.environ.get("IPERF3_PROXY_TEST_SEED", time.time_ns() % 2**32))
+_rng = random.Random(SEED)
+PARAMS = {"tcp": True, "omit": 0, "time": 1, "num": 0, "blockcount": 0, "parallel": 1,
+          "len": 131072, "pacing_timer": 1000, "client_version": "3.12"}
+
+
+def backend_listens(backend: harness.IperfServer) -> int:
+    """How often iperf3 -s has (re)opened its listener: at start and after every test."""
+    return len(re.findall(r"^Server listening on \d+", backend.log_text(), re.MULTILINE))
+
+
+def _recv_state(sock: socket.socket) -> int:
+    byte = sock.recv(1)
+    assert byte, "the proxy closed the control connection"
+    return byte[0]
+
+
+def broken_sessions(port: int, backend: harness.IperfServer) -> list[str]:
+    """Two tests that end badly after reaching the backend: params that are not JSON
+    (params-rejected), and a client that goes away after CREATE_STREAMS
+    (control-closed-early). Waits until the backend has ended each; returns the reasons."""
+    reasons = []
+    for broken, reason in ((True, "params-rejected"), (False, "control-closed-early")):
+        listens = backend_listens(backend)
+        cookie = "".join(_rng.choice("abcdefghijklmnopqrstuvwxyz234567")
+                         for _ in range(36)).encode() + b"\0"
+        with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT_S) as sock:
+            sock.sendall(cookie)
+            assert _recv_state(sock) == 0x09, "no PARAM_EXCHANGE"
+            body = b"not json" if broken else json.dumps(PARAMS).encode()
+            sock.sendall(struct.pack(">I", len(body)) + body)
+            if not broken:
+                assert _recv_state(sock) == 0x0A, "no CREATE_STREAMS"
+        assert harness.wait_until(lambda: backend_listens(backend) > listens, IO_TIMEOUT_S), (
+            f"the backend did not end the {reason} test\n{backend.log_text()[-2000:]}")
+        reasons.append(reason)
+    return reasons
+
+
 def junk_connections(port: int) -> int:
     """Connections the proxy must refuse before any test exists: garbage, and a cookie cut
     short by a close. Returns how many were made."""
@@ -149,20 +193,50 @@ def junk_connections(port: int) -> int:
                     pass
             except ConnectionResetError:
                 pass
+            except socket.timeout:
+                raise AssertionError(f"the proxy did not close the junk connection "
+                                     f"{payload!r} within {IO_TIMEOUT_S}s") from None
     return 2
 
 
-def run_batch(port: int, count: int, start_index: int = 0) -> tuple[int, int]:
-    """`count` short tests in turn over SHORT_TESTS, with junk connections every 10th test.
-    Returns (tests, junk connections); fails on the first test that fails."""
-    junk = 0
+# Back to back, a client can reach the server before the server has finished the previous
+# test; the server then answers "busy" (or, in the moment it re-creates its listener, resets
+# the connection). This happens directly, too, but through the proxy it was seen in about 2 of
+# 1000 back-to-back tests (0 of 1000 directly). The soak is about leaks, so it retries such a
+# test and counts it; BACK_TO_BACK_RETRY_LIMIT bounds how often that may happen.
+BACK_TO_BACK_ERRORS = ("the server is busy", "control socket has closed unexpectedly")
+BACK_TO_BACK_RETRY_LIMIT = 0.01
+
+
+@dataclasses.dataclass
+class Batch:
+    tests: int = 0
+    junk: int = 0          # junk connections made (each must be refused once)
+    broken: list[str] = dataclasses.field(default_factory=list)  # reasons of broken sessions
+    retried: list[str] = dataclasses.field(default_factory=list)  # back-to-back failures
+
+
+def run_batch(port: int, backend: harness.IperfServer, count: int, start_index: int = 0,
+              batch: Optional[Batch] = None) -> Batch:
+    """`count` short tests in turn over SHORT_TESTS, with junk connections every 10th test and
+    broken sessions every 100th. Fails on the first test that fails other than by the
+    back-to-back race."""
+    batch = batch or Batch()
     for i in range(start_index, start_index + count):
         args = SHORT_TESTS[i % len(SHORT_TESTS)]
-        proc = run_short_test(port, args)
-        assert proc.returncode == 0, f"test #{i} ({' '.join(args)}) failed: {proc.stderr.strip()}"
+        for attempt in range(3):
+            proc = run_short_test(port, args)
+            err = proc.stderr.strip()
+            if proc.returncode == 0 or not any(e in err for e in BACK_TO_BACK_ERRORS):
+                break
+            batch.retried.append(f"test #{i} ({' '.join(args)}) attempt {attempt + 1}: {err}")
+        assert proc.returncode == 0, f"test #{i} ({' '.join(args)}) failed: {err}"
+        batch.tests += 1
         if i % 10 == 9:
-            junk += junk_connections(port)
-    return count, junk
+            batch.junk += junk_connections(port)
+        if i % 100 == 99:
+            batch.broken += broken_sessions(port, backend)
+    return batch
 
 
 def wait_sessions(proxy: harness.Proxy, count: int, timeout: float = IO_TIMEOUT_S
@@ -196,42 +270,57 @@ def test_no_fd_or_memory_growth(proxy_bin, backend, tmp_path):
     with harness.Proxy(harness.free_port(), backend=backend.port, binary=proxy_bin,
                        log_dir=tmp_path) as proxy:
         pid = proxy.pid
-        tests, junk = run_batch(proxy.port, WARMUP_TESTS)
-        wait_sessions(proxy, tests)
+        batch = run_batch(proxy.port, backend, WARMUP_TESTS)
+        wait_sessions(proxy, batch.tests + len(batch.retried) + len(batch.broken))
         fds_before = settled_fd_count(pid)
         fd_list_before = fd_targets(pid)
         rss_before = rss_kib(pid)
 
         started = time.monotonic()
-        more, more_junk = run_batch(proxy.port, soak, start_index=WARMUP_TESTS)
+        run_batch(proxy.port, backend, soak, start_index=WARMUP_TESTS, batch=batch)
         elapsed = time.monotonic() - started
-        tests += more
-        junk += more_junk
-        ends = wait_sessions(proxy, tests)
+        ends = wait_sessions(proxy, batch.tests + len(batch.retried) + len(batch.broken))
         fds_after_ok = harness.wait_until(lambda: fd_count(pid) == fds_before, IO_TIMEOUT_S)
         fds_after = fd_count(pid)
+        fd_list_after = fd_targets_safe(pid)
         rss_after = rss_kib(pid)
         log = proxy.log_text()
         code = proxy.stop()
 
-    print(f"\nsoak: {soak} tests + {more_junk} refused junk connections in {elapsed:.1f}s "
+    print(f"\nsoak: {soak} tests (+{WARMUP_TESTS} before) with {batch.junk} junk connections "
+          f"and {len(batch.broken)} broken sessions in all, in {elapsed:.1f}s "
           f"({elapsed / soak * 1000:.1f} ms/test); sanitized={sanitized}\n"
           f"fds: {fds_before} -> {fds_after}\n"
-          f"VmRSS: {rss_before} KiB -> {rss_after} KiB ({rss_after - rss_before:+d} KiB)")
+          f"VmRSS: {rss_before} KiB -> {rss_after} KiB ({rss_after - rss_before:+d} KiB)\n"
+          f"back-to-back retries: {len(batch.retried)}" +
+          "".join(f"\n  {r}" for r in batch.retried))
     assert fds_after_ok, (f"fd count {fds_before} -> {fds_after} after {soak} tests\n"
                           f"before:\n  " + "\n  ".join(fd_list_before) +
-                          "\nafter:\n  " + "\n  ".join(fd_targets_safe(pid)))
+                          "\nafter:\n  " + "\n  ".join(fd_list_after))
     if not sanitized:
         assert rss_after - rss_before <= RSS_GROWTH_LIMIT_KIB, (
             f"VmRSS grew by {rss_after - rss_before} KiB over {soak} tests "
             f"({rss_before} -> {rss_after} KiB)")
-    # Every test ended exactly once and completed; every junk connection was refused once.
-    assert len(ends) == tests, f"{len(ends)} 'test ended' lines for {tests} tests"
-    assert len({e.sid for e in ends}) == tests, "a test was logged twice"
-    bad = [e.line for e in ends if e.reason != "completed"]
-    assert not bad, "tests that did not complete:\n" + "\n".join(bad[:10])
+    # Every test ended exactly once and completed; every retried attempt is one session the
+    # backend turned away; every junk connection was refused once.
+    assert len(ends) == batch.tests + len(batch.retried) + len(batch.broken), (
+        f"{len(ends)} 'test ended' lines for {batch.tests} tests, {len(batch.retried)} "
+        f"retried attempts and {len(batch.broken)} broken sessions")
+    assert len({e.sid for e in ends}) == len(ends), "a test was logged twice"
+    completed = [e for e in ends if e.reason == "completed"]
+    turned_away = [e for e in ends if e.reason in ("server-busy", "server-reset")
+                   and e.mode == "unknown"]
+    broken = sorted(e.reason for e in ends if e.reason in ("params-rejected",
+                                                           "control-closed-early"))
+    other = [e.line for e in ends if e.reason not in (
+        "completed", "server-busy", "server-reset", "params-rejected", "control-closed-early")]
+    assert not other, "unexpected sessions:\n" + "\n".join(other[:10])
+    assert len(completed) == batch.tests and len(turned_away) == len(batch.retried)
+    assert broken == sorted(batch.broken), (broken, batch.broken)
+    assert len(batch.retried) <= BACK_TO_BACK_RETRY_LIMIT * batch.tests, (
+        f"{len(batch.retried)} back-to-back tests were turned away by the backend")
     refused = len(re.findall(r"^\S+ \w+ refused connection from ", log, re.MULTILINE))
-    assert refused == junk, f"{refused} refusal lines for {junk} junk connections"
+    assert refused == batch.junk, f"{refused} refusal lines for {batch.junk} junk connections"
     assert code == 0, f"proxy exit code {code}"
 
 
@@ -271,7 +360,13 @@ def test_one_line_per_test_bytes_agree(proxy_bin, backend, tmp_path):
         results = []
         for args in BYTES_CASES:
             result = harness.run_client(proxy.port, args, CLIENT_TIMEOUT_S)
-            assert not harness.race_symptoms(result), f"{args}:\n{result.summary()}"
+            symptoms = harness.race_symptoms(result)
+            if "-n" in args:
+                # A byte-count test ends when the client has sent its bytes: what the other
+                # direction had in flight then is legitimately never counted (directly, too:
+                # `-n 1K --bidir` against iperf3 -s shows a receiver with 0 bytes every time).
+                symptoms = [s for s in symptoms if "received 0 bytes" not in s]
+            assert not symptoms, f"{args}:\n{result.summary()}"
             results.append((args, result))
         ends = wait_sessions(proxy, len(BYTES_CASES))
         code = proxy.stop()
@@ -357,8 +452,8 @@ def test_embedded_server_restarts_and_stops(proxy_bin, tmp_path):
                                     CLIENT_TIMEOUT_S)
         problems = harness.bidir_problems(result, 1)
         assert not problems, "\n".join(problems) + "\n" + proxy.log_tail()
-        assert len(harness.session_ends(proxy.log_text())) == 2 or harness.wait_until(
-            lambda: len(harness.session_ends(proxy.log_text())) == 2, IO_TIMEOUT_S)
+        ends = wait_sessions(proxy, 2)
+        assert [e.reason for e in ends] == ["completed", "completed"], proxy.log_tail()
 
         # SIGTERM (harness: to the proxy's process group; the embedded server has its own, so
         # only the proxy can stop it).

@@ -29,8 +29,10 @@ class SplicePump {
 
   using DoneCallback = std::function<void(const Completion&)>;
 
-  // Default pipe capacity; larger pipes mean fewer wake-ups per byte.
-  static constexpr int kDefaultPipeSize = 1 << 20;
+  // Default pipe capacity. Measured on loopback (bench/run_bench.sh -P 1, 3 rounds each):
+  // 64 KiB, 256 KiB and 1 MiB were within noise of each other (proxy/haproxy 0.94..1.25);
+  // 256 KiB keeps the bytes in flight inside the proxy small, which matters at test end.
+  static constexpr int kDefaultPipeSize = 262144;
 
   SplicePump(ev::EventLoop& loop, int first_fd, int second_fd, DoneCallback done);
   SplicePump(const SplicePump&) = delete;
