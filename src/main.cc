@@ -87,8 +87,8 @@ int run(const app::Config& config) {
     where += (where.empty() ? "" : ", ") + address.toString();
   }
   const auto backend = fixed_backend ? fixed_backend : embedded->address();
-  spdlog::info("iperf3-proxy {} ready: listening on {} (tcp), backend {}", app::kVersion, where,
-               backend ? backend->toString() : "starting");
+  spdlog::info("iperf3-proxy {} ready: listening on {} (tcp and udp), backend {}", app::kVersion,
+               where, backend ? backend->toString() : "starting");
   loop.run();
   return exit_code;
 }

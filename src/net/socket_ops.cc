@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 namespace iperf3proxy::net {
 
@@ -79,6 +80,36 @@ UniqueFd listenTcp(const Address& at, bool dual_stack, std::string* error) {
     fd.reset();
   }
   return fd;
+}
+
+UniqueFd udpSocketBoundTo(const Address& at, std::string* error) {
+  UniqueFd fd(::socket(at.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) {
+    *error = "udp socket: " + errnoText(errno);
+    return fd;
+  }
+  const int on = 1;
+  (void)setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+  if (at.family() == AF_INET6) {
+    const int v6only = 0;
+    (void)setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+  }
+  enlargeSocketBuffers(fd.get());
+  if (::bind(fd.get(), at.sockaddrPtr(), at.length) == -1) {
+    *error = "udp bind " + at.toString() + ": " + errnoText(errno);
+    fd.reset();
+  }
+  return fd;
+}
+
+void enlargeSocketBuffers(int fd) {
+  constexpr int kBufferBytes = 4 << 20;
+  for (const auto& [forced, plain] :
+       {std::pair{SO_RCVBUFFORCE, SO_RCVBUF}, std::pair{SO_SNDBUFFORCE, SO_SNDBUF}}) {
+    if (setsockopt(fd, SOL_SOCKET, forced, &kBufferBytes, sizeof(kBufferBytes)) == -1) {
+      (void)setsockopt(fd, SOL_SOCKET, plain, &kBufferBytes, sizeof(kBufferBytes));
+    }
+  }
 }
 
 std::optional<std::uint16_t> pickFreePort(const Address& host) {

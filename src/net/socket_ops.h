@@ -34,6 +34,14 @@ std::optional<std::uint32_t> peerReceiveWindow(int fd);
 // A non-blocking listening TCP socket. `dual_stack` clears IPV6_V6ONLY on an IPv6 wildcard.
 UniqueFd listenTcp(const Address& at, bool dual_stack, std::string* error);
 
+// A non-blocking UDP socket bound to `at` with SO_REUSEADDR, so that the listener and one
+// connected socket per client flow can share the proxy's port (as iperf3's server does).
+UniqueFd udpSocketBoundTo(const Address& at, std::string* error);
+
+// Asks for large socket buffers (UDP at 1 Gbit/s and more loses datagrams in the default ones);
+// as root beyond net.core.[rw]mem_max. Best effort.
+void enlargeSocketBuffers(int fd);
+
 // Binds a throwaway socket to port 0 on `host` and returns the port the kernel picked.
 std::optional<std::uint16_t> pickFreePort(const Address& host);
 

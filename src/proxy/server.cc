@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "net/socket_ops.h"
+#include "proto/udp_handshake.h"
 
 namespace iperf3proxy::proxy {
 namespace {
@@ -15,6 +16,21 @@ namespace {
 constexpr int kAcceptBatch = 32;
 // After EMFILE/ENFILE the listener rests this long, then tries again.
 constexpr long kAcceptPauseMs = 200;
+// Datagram receive batches per wake-up on the shared UDP port.
+constexpr int kUdpBatchesPerWakeup = 4;
+// At most one log line per this interval about datagrams that were dropped.
+constexpr auto kUdpDropLogInterval = std::chrono::seconds(1);
+
+std::string_view udpDropName(int why) {
+  switch (why) {
+    case 0:
+      return "no UDP test from that address is creating streams";
+    case 1:
+      return "several tests from that address are creating streams";
+    default:
+      return "not an iperf3 UDP connect message";
+  }
+}
 
 }  // namespace
 
@@ -34,6 +50,7 @@ Server::~Server() {
 
 bool Server::listen(const std::vector<net::Address>& addresses, std::string* error) {
   listeners_.reserve(addresses.size());
+  udp_listeners_.reserve(addresses.size());
   for (const auto& address : addresses) {
     std::string why;
     // A wildcard IPv6 listener also takes IPv4 (dual stack), unless IPv6 is unavailable, in
@@ -44,7 +61,20 @@ bool Server::listen(const std::vector<net::Address>& addresses, std::string* err
       return false;
     }
     const auto bound = net::localAddress(fd.get());
+    // iperf3 sends UDP test data to the same port number as the control connection.
+    net::UniqueFd udp = net::udpSocketBoundTo(bound.value_or(address), &why);
+    if (!udp) {
+      *error = why;
+      return false;
+    }
+    udp_listeners_.push_back(Listener{std::move(udp), bound.value_or(address), nullptr});
     listeners_.push_back(Listener{std::move(fd), bound.value_or(address), nullptr});
+  }
+  for (auto& listener : udp_listeners_) {
+    listener.readable =
+        std::make_unique<ev::IoEvent>(loop_, listener.fd.get(), ev::IoEvent::Kind::Read,
+                                      [this, l = &listener] { onUdpReadable(*l); });
+    listener.readable->enable();
   }
   for (auto& listener : listeners_) {
     listener.readable =
@@ -91,6 +121,66 @@ void Server::onAcceptable(Listener& listener) {
   }
 }
 
+void Server::onUdpReadable(Listener& listener) {
+  for (int round = 0; round < kUdpBatchesPerWakeup; ++round) {
+    const int n = udp_batch_.receive(listener.fd.get());
+    if (n <= 0) {
+      return;
+    }
+    for (int i = 0; i < n; ++i) {
+      const auto source = net::Address::fromSockaddr(
+          reinterpret_cast<const sockaddr*>(&udp_batch_.source(i)), udp_batch_.sourceLength(i));
+      const auto datagram = udp_batch_.datagram(i);
+      bool routed = false;
+      for (auto& [cookie, session] : sessions_) {
+        if (session->routeUdp(source, datagram)) {
+          routed = true;
+          break;
+        }
+      }
+      if (routed) {
+        continue;
+      }
+      Session* owner = nullptr;
+      int candidates = 0;
+      for (auto& [cookie, session] : sessions_) {
+        if (session->wantsUdpFlowFrom(source)) {
+          owner = session.get();
+          ++candidates;
+        }
+      }
+      if (candidates != 1) {
+        dropDatagram(candidates == 0 ? UdpDrop::NoTest : UdpDrop::SeveralTests, source);
+        continue;
+      }
+      // A new flow must open with the connect message every iperf3 client sends; anything else
+      // would become a bogus stream at the server (protocol §4.2).
+      if (!proto::isUdpConnect(proto::classifyUdpHandshake(datagram))) {
+        dropDatagram(UdpDrop::NotConnectMessage, source);
+        continue;
+      }
+      owner->attachUdpFlow(listener.address, source, datagram);
+    }
+  }
+}
+
+void Server::dropDatagram(UdpDrop why, const net::Address& source) {
+  const auto index = static_cast<std::size_t>(why);
+  ++udp_drops_[index];
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_udp_drop_log_ < kUdpDropLogInterval) {
+    ++udp_drops_unlogged_;
+    return;
+  }
+  last_udp_drop_log_ = now;
+  spdlog::warn(
+      "dropped UDP datagram from {}: {} (dropped so far: {} no test, {} ambiguous, {} "
+      "not a connect message; {} not logged)",
+      source.toString(), udpDropName(static_cast<int>(index)), udp_drops_[0], udp_drops_[1],
+      udp_drops_[2], udp_drops_unlogged_);
+  udp_drops_unlogged_ = 0;
+}
+
 void Server::pauseAccepting() {
   for (auto& listener : listeners_) {
     listener.readable->disable();
@@ -135,9 +225,11 @@ void Server::onSessionClosed(Session& session) {
 
 void Server::shutdown() {
   resume_accepting_.disarm();
-  for (auto& listener : listeners_) {
-    if (listener.readable) {
-      listener.readable->disable();
+  for (auto* group : {&listeners_, &udp_listeners_}) {
+    for (auto& listener : *group) {
+      if (listener.readable) {
+        listener.readable->disable();
+      }
     }
   }
   // close() calls back into onSessionClosed, which erases: iterate over a snapshot.

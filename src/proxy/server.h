@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -10,6 +11,7 @@
 
 #include "ev/io_event.h"
 #include "net/address.h"
+#include "net/datagram_batch.h"
 #include "net/unique_fd.h"
 #include "proto/cookie.h"
 #include "proxy/pending_conn.h"
@@ -48,7 +50,12 @@ class Server : private SessionOwner {
     std::unique_ptr<ev::IoEvent> readable;
   };
 
+  // Why a datagram on the shared UDP port was not relayed.
+  enum class UdpDrop { NoTest, SeveralTests, NotConnectMessage };
+
   void onAcceptable(Listener& listener);
+  void onUdpReadable(Listener& listener);
+  void dropDatagram(UdpDrop why, const net::Address& source);
   void pauseAccepting();
   void onCookie(PendingConn& pending, proto::Cookie cookie, net::UniqueFd fd);
   void onRejected(PendingConn& pending, const std::string& why);
@@ -57,12 +64,19 @@ class Server : private SessionOwner {
   // proxy::SessionOwner
   std::optional<net::Address> backendAddress() override { return backend_(); }
 
+  net::DatagramBatch& udpBatch() override { return udp_batch_; }
+
   void onSessionClosed(Session& session) override;
 
   ev::EventLoop& loop_;
   const ProxySettings& settings_;
   BackendLookup backend_;
   std::vector<Listener> listeners_;
+  std::vector<Listener> udp_listeners_;
+  net::DatagramBatch udp_batch_;
+  std::uint64_t udp_drops_[3] = {0, 0, 0};
+  std::uint64_t udp_drops_unlogged_ = 0;
+  std::chrono::steady_clock::time_point last_udp_drop_log_{};
   std::unordered_map<PendingConn*, std::unique_ptr<PendingConn>> pending_;
   std::unordered_map<proto::Cookie, std::unique_ptr<Session>, proto::CookieHash> sessions_;
   ev::Timer resume_accepting_;

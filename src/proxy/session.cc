@@ -159,9 +159,6 @@ void Session::onParams(const proto::ParamsReceived& received) {
   if (params_->transport == proto::Transport::Sctp) {
     sendServerError(proto::ierrno::kProtocol, 0);
     close(CloseReason::UnsupportedTest, "SCTP cannot be carried by a TCP/UDP proxy");
-  } else if (params_->transport == proto::Transport::Udp) {
-    sendServerError(proto::ierrno::kProtocol, 0);
-    close(CloseReason::UnsupportedTest, "UDP tests are not supported by this version of the proxy");
   }
 }
 
@@ -206,6 +203,12 @@ void Session::beginStreamCreation() {
     return;
   }
   creating_streams_ = true;
+  stream_setup_deadline_.armMs(settings_.timeouts.stream_setup_ms);
+  if (params_->transport == proto::Transport::Udp) {
+    // UDP needs no role work: stream setup is lock-step, so the server accepts the flows in the
+    // client's creation order as long as the proxy forwards them as they come (protocol §7.5).
+    return;
+  }
   resolver_ =
       std::make_unique<roles::RoleResolver>(params_->uploadStreams(), params_->downloadStreams());
   dialer_ = std::make_unique<StreamDialer>(
@@ -215,7 +218,6 @@ void Session::beginStreamCreation() {
                                 close(CloseReason::StreamDialFailed,
                                       "backend data connection: " + net::errnoText(error));
                               }});
-  stream_setup_deadline_.armMs(settings_.timeouts.stream_setup_ms);
 }
 
 void Session::onControlProtocolError(const proto::CodecFailure& failure) {
@@ -255,6 +257,10 @@ void Session::attachStream(net::UniqueFd fd, const net::Address& peer) {
   }
   if (!creating_streams_ || !params_) {
     rejectStream(std::move(fd), peer, "the test is not creating streams");
+    return;
+  }
+  if (params_->transport != proto::Transport::Tcp) {
+    rejectStream(std::move(fd), peer, "a TCP data connection in a UDP test");
     return;
   }
   if (client_streams_accepted_ >= params_->totalStreams()) {
@@ -448,8 +454,54 @@ void Session::onRelayDone(StreamRelay& relay, const SplicePump::Completion& comp
   }
 }
 
+bool Session::wantsUdpFlowFrom(const net::Address& source) const {
+  return !closed_ && creating_streams_ && params_ && params_->transport == proto::Transport::Udp &&
+         static_cast<int>(flows_.size()) < params_->totalStreams() &&
+         source.hostString() == client_address_.hostString();
+}
+
+bool Session::routeUdp(const net::Address& source, std::span<const std::uint8_t> datagram) {
+  for (const auto& flow : flows_) {
+    if (flow->client().port() == source.port() &&
+        flow->client().hostString() == source.hostString()) {
+      flow->fromClient(datagram);
+      return true;
+    }
+  }
+  return false;
+}
+
+void Session::attachUdpFlow(const net::Address& proxy_local,
+                            const net::Address& source,
+                            std::span<const std::uint8_t> first_datagram) {
+  std::string error;
+  auto flow = UdpFlow::open(loop_, owner_.udpBatch(), proxy_local, source, *backend_,
+                            first_datagram, &error);
+  if (!flow) {
+    close(CloseReason::StreamDialFailed, "UDP flow from " + source.toString() + ": " + error);
+    return;
+  }
+  spdlog::debug("{} UDP flow {} from {}", prefix(), flows_.size(), source.toString());
+  flows_.push_back(std::move(flow));
+  if (static_cast<int>(flows_.size()) == params_->totalStreams()) {
+    creating_streams_ = false;
+    stream_setup_deadline_.disarm();
+  }
+}
+
 void Session::onRoleDeadline() {
-  if (closed_ || !resolver_ || resolver_->allPaired()) {
+  if (closed_) {
+    return;
+  }
+  if (params_ && params_->transport == proto::Transport::Udp) {
+    if (creating_streams_) {
+      close(CloseReason::StreamSetupTimeout,
+            fmt::format("{} of {} UDP flows within {} ms", flows_.size(), params_->totalStreams(),
+                        settings_.timeouts.stream_setup_ms));
+    }
+    return;
+  }
+  if (!resolver_ || resolver_->allPaired()) {
     return;
   }
   if (!resolver_->allClientStreamsArrived() || !resolver_->allServerStreamsArrived()) {
@@ -519,6 +571,9 @@ std::uint64_t Session::totalBytes() const {
   for (const auto& relay : relays_) {
     total += relay->bytesFromClient() + relay->bytesFromServer();
   }
+  for (const auto& flow : flows_) {
+    total += flow->bytesFromClient() + flow->bytesFromServer();
+  }
   return total;
 }
 
@@ -578,6 +633,11 @@ void Session::close(CloseReason reason, const std::string& detail) {
     bytes_up_ += relay->bytesFromClient();
     bytes_down_ += relay->bytesFromServer();
   }
+  for (const auto& flow : flows_) {
+    bytes_up_ += flow->bytesFromClient();
+    bytes_down_ += flow->bytesFromServer();
+    udp_dropped_ += flow->dropped();
+  }
   logSummary();
   // Sockets close when the owner destroys this session, after the current callback returns.
   owner_.onSessionClosed(*this);
@@ -597,11 +657,12 @@ void Session::logSummary() {
                          : spdlog::level::warn;
   spdlog::log(level,
               "{} test ended: client={} mode={} up_bytes={} down_bytes={} duration={:.2f}s "
-              "reason={}{}{} roles_repaired={} out_of_order={}{}{}",
+              "reason={}{}{} roles_repaired={} out_of_order={}{}{}{}",
               prefix(), client_address_.toString(), shape, bytes_up_, bytes_down_, seconds,
               closeReasonName(reason_), reason_detail_.empty() ? "" : ": ", reason_detail_,
               repaired, misordered, roles_guessed_ ? " roles_guessed=yes" : "",
-              backend_role_mismatch_ ? " backend_role_mismatch=yes" : "");
+              backend_role_mismatch_ ? " backend_role_mismatch=yes" : "",
+              udp_dropped_ > 0 ? fmt::format(" udp_dropped={}", udp_dropped_) : "");
 }
 
 }  // namespace iperf3proxy::proxy

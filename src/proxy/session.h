@@ -5,11 +5,13 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "ev/io_event.h"
 #include "net/address.h"
+#include "net/datagram_batch.h"
 #include "net/unique_fd.h"
 #include "proto/control_codec.h"
 #include "proxy/close_reason.h"
@@ -17,6 +19,7 @@
 #include "proxy/settings.h"
 #include "proxy/stream_dialer.h"
 #include "proxy/stream_relay.h"
+#include "proxy/udp_flow.h"
 #include "roles/role_resolver.h"
 
 namespace iperf3proxy::proxy {
@@ -28,6 +31,8 @@ class SessionOwner {
  public:
   virtual ~SessionOwner() = default;
   virtual std::optional<net::Address> backendAddress() = 0;
+  // One batch buffer for every UDP flow (the loop is single-threaded).
+  virtual net::DatagramBatch& udpBatch() = 0;
   // The session has ended; the owner removes it from its registry and deletes it later.
   virtual void onSessionClosed(Session& session) = 0;
 };
@@ -54,6 +59,15 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
 
   // A data connection that carried this test's cookie.
   void attachStream(net::UniqueFd fd, const net::Address& peer);
+
+  // UDP streams carry no cookie (protocol §4.4): a new flow belongs to the test that is creating
+  // UDP streams for the same client address.
+  bool wantsUdpFlowFrom(const net::Address& source) const;
+  // A datagram for one of this test's flows that reached the shared UDP listener.
+  bool routeUdp(const net::Address& source, std::span<const std::uint8_t> datagram);
+  void attachUdpFlow(const net::Address& proxy_local,
+                     const net::Address& source,
+                     std::span<const std::uint8_t> first_datagram);
 
   // Ends the session now; idempotent.
   void close(CloseReason reason, const std::string& detail = {});
@@ -132,6 +146,7 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   std::uint64_t last_total_bytes_ = 0;
   long idle_ms_ = 0;
   int uploads_draining_ = 0;
+  std::uint64_t udp_dropped_ = 0;
 
   // Connections. Declared before the events and timers that reference them.
   net::UniqueFd client_control_;
@@ -147,6 +162,7 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   int client_streams_accepted_ = 0;
   std::unique_ptr<StreamDialer> dialer_;
   std::vector<std::unique_ptr<StreamRelay>> relays_;
+  std::vector<std::unique_ptr<UdpFlow>> flows_;
 
   ev::Timer backend_retry_;
   ev::Timer backend_deadline_;

@@ -1,0 +1,79 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "ev/io_event.h"
+#include "net/address.h"
+#include "net/datagram_batch.h"
+#include "net/unique_fd.h"
+
+namespace iperf3proxy::proxy {
+
+// One iperf3 UDP stream: the client's source address and port, relayed datagram for datagram to
+// the backend from a socket of its own (the server tells its UDP streams apart only by source
+// address, protocol §4.4).
+//
+// Client side: a socket bound to the proxy's own UDP port and connected to the client, the way
+// iperf3's server does it: the kernel hands it exactly this client's datagrams, and what it
+// sends comes from the address and port the client targeted, which the client's connected socket
+// requires. Server side: a socket connected to the backend, on a fresh ephemeral port.
+class UdpFlow {
+ public:
+  // Creates both sockets and forwards the flow's first datagram. Returns null (with `error`)
+  // if a socket cannot be set up.
+  static std::unique_ptr<UdpFlow> open(ev::EventLoop& loop,
+                                       net::DatagramBatch& batch,  // outlives the flow
+                                       const net::Address& proxy_local,
+                                       const net::Address& client,
+                                       const net::Address& backend,
+                                       std::span<const std::uint8_t> first_datagram,
+                                       std::string* error);
+
+  UdpFlow(const UdpFlow&) = delete;
+  UdpFlow& operator=(const UdpFlow&) = delete;
+
+  // A datagram of this flow that reached the shared listener instead (only in the moment before
+  // the flow's own socket was connected).
+  void fromClient(std::span<const std::uint8_t> datagram);
+
+  const net::Address& client() const { return client_; }
+
+  std::uint64_t bytesFromClient() const { return bytes_up_; }
+
+  std::uint64_t bytesFromServer() const { return bytes_down_; }
+
+  std::uint64_t datagramsFromClient() const { return datagrams_up_; }
+
+  std::uint64_t datagramsFromServer() const { return datagrams_down_; }
+
+  std::uint64_t dropped() const { return dropped_; }
+
+  bool replied() const { return datagrams_down_ > 0; }
+
+ private:
+  UdpFlow(ev::EventLoop& loop,
+          net::DatagramBatch& batch,
+          net::Address client,
+          net::UniqueFd client_socket,
+          net::UniqueFd server_socket);
+
+  void onClientReadable();
+  void onServerReadable();
+
+  net::DatagramBatch& batch_;
+  net::Address client_;
+  net::UniqueFd client_socket_;
+  net::UniqueFd server_socket_;
+  std::uint64_t bytes_up_ = 0;
+  std::uint64_t bytes_down_ = 0;
+  std::uint64_t datagrams_up_ = 0;
+  std::uint64_t datagrams_down_ = 0;
+  std::uint64_t dropped_ = 0;
+  ev::IoEvent client_readable_;
+  ev::IoEvent server_readable_;
+};
+
+}  // namespace iperf3proxy::proxy
