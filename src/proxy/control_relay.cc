@@ -76,6 +76,13 @@ void ControlRelay::releaseClientToServer() {
   }
 }
 
+net::UniqueFd ControlRelay::releaseClient() {
+  // Disabled events never touch their fd again, even while they wait to be freed with the relay
+  // (one of them may be the event whose callback is running now).
+  stop();
+  return std::move(client_);
+}
+
 void ControlRelay::sendToClientNow(std::span<const std::uint8_t> bytes) {
   // A few bytes into a socket whose send buffer is (nearly) empty: this does not block and, in
   // practice, never writes short. If it does, the client sees the close that follows instead.

@@ -52,6 +52,10 @@ class ControlRelay {
   void holdClientToServer();
   void releaseClientToServer();
 
+  // Gives the client's socket back (the relay must be stopped): used to reconnect the backend
+  // when it closed before sending anything.
+  net::UniqueFd releaseClient();
+
   // Writes bytes of the proxy's own to the client (e.g. a SERVER_ERROR), best effort and
   // immediately: used right before the session closes.
   void sendToClientNow(std::span<const std::uint8_t> bytes);

@@ -223,6 +223,15 @@ void Server::onSessionClosed(Session& session) {
   }
 }
 
+bool Server::backendFinishingTest(const Session& asking) {
+  for (const auto& [cookie, session] : sessions_) {
+    if (session.get() != &asking && session->finishingWithBackend()) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void Server::shutdown() {
   resume_accepting_.disarm();
   for (auto* group : {&listeners_, &udp_listeners_}) {

@@ -65,6 +65,7 @@ class Server : private SessionOwner {
   std::optional<net::Address> backendAddress() override { return backend_(); }
 
   net::DatagramBatch& udpBatch() override { return udp_batch_; }
+  bool backendFinishingTest(const Session& asking) override;
 
   void onSessionClosed(Session& session) override;
 

@@ -44,7 +44,7 @@ Session::Session(ev::EventLoop& loop,
       started_(std::chrono::steady_clock::now()),
       client_control_(std::move(client)),
       backend_retry_(loop, [this] { connectBackend(); }),
-      backend_deadline_(loop, [this] { onBackendConnectFailed(ETIMEDOUT); }),
+      backend_deadline_(loop, [this] { onBackendConnectFailed(last_connect_error_); }),
       stream_setup_deadline_(loop, [this] { onRoleDeadline(); }),
       role_deadline_(loop, [this] { onRoleDeadline(); }),
       end_linger_(
@@ -77,6 +77,10 @@ void Session::start() {
   connectBackend();
 }
 
+bool Session::finishingWithBackend() const {
+  return done_ && !closed_;
+}
+
 // ---- Backend control connection ---------------------------------------------------------------
 
 void Session::connectBackend() {
@@ -84,8 +88,16 @@ void Session::connectBackend() {
     backend_connect_event_->disable();
     loop_.deferredDestroy(std::move(backend_connect_event_));
   }
+  // While the previous test is still closing, the server is not listening for a new client
+  // yet: a connect now would be answered "busy" or reset with the old listener. Wait for it
+  // (bounded by the backend deadline), as a direct client would only come after it.
+  if (owner_.backendFinishingTest(*this)) {
+    backend_retry_.armMs(kBackendRetryMs / 5);
+    return;
+  }
   backend_connecting_ = net::startConnect(*backend_);
   if (!backend_connecting_) {
+    last_connect_error_ = errno;
     if (errno == ECONNREFUSED) {
       backend_retry_.armMs(kBackendRetryMs);
       return;
@@ -102,6 +114,7 @@ void Session::connectBackend() {
 void Session::onBackendConnectReady() {
   backend_connect_event_->disable();
   const int error = net::socketError(backend_connecting_.get());
+  last_connect_error_ = error;
   if (error == ECONNREFUSED) {
     // The iperf3 server closes and re-opens its listener between tests (protocol §1.6): a
     // refusal right after a test is expected and short.
@@ -226,7 +239,27 @@ void Session::onControlProtocolError(const proto::CodecFailure& failure) {
                     proto::codecErrorName(failure.error), failure.detail));
 }
 
+bool Session::retryBackendBeforeFirstByte() {
+  // The server reset or closed the new control connection before saying anything: it landed in
+  // the backlog of a listener the server was just closing (it re-creates it around every test).
+  // Nothing reached the client yet, so connecting again is invisible to it.
+  if (!control_ || control_->bytesFromServer() > 0 || !backend_deadline_retry_allowed_) {
+    return false;
+  }
+  spdlog::debug("{} backend closed the control connection before its first byte; reconnecting",
+                prefix());
+  client_control_ = control_->releaseClient();
+  loop_.deferredDestroy(std::move(control_));
+  backend_deadline_retry_allowed_ = false;
+  backend_deadline_.armMs(settings_.timeouts.backend_connect_ms);
+  backend_retry_.armMs(kBackendRetryMs);
+  return true;
+}
+
 void Session::onControlError(proto::Side side, int error) {
+  if (side == proto::Side::Server && retryBackendBeforeFirstByte()) {
+    return;
+  }
   if (done_) {
     close(CloseReason::Completed);
   } else if (busy_) {
@@ -238,6 +271,9 @@ void Session::onControlError(proto::Side side, int error) {
 }
 
 void Session::onControlFinished() {
+  if (retryBackendBeforeFirstByte()) {
+    return;
+  }
   if (done_) {
     close(CloseReason::Completed);
   } else if (busy_) {

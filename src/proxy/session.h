@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -33,6 +34,9 @@ class SessionOwner {
   virtual std::optional<net::Address> backendAddress() = 0;
   // One batch buffer for every UDP flow (the loop is single-threaded).
   virtual net::DatagramBatch& udpBatch() = 0;
+  // Whether another test is still closing its backend control connection (the server re-listens
+  // only after that).
+  virtual bool backendFinishingTest(const Session& asking) = 0;
   // The session has ended; the owner removes it from its registry and deletes it later.
   virtual void onSessionClosed(Session& session) = 0;
 };
@@ -72,6 +76,9 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   // Ends the session now; idempotent.
   void close(CloseReason reason, const std::string& detail = {});
 
+  // Past IPERF_DONE but the control legs are not closed yet.
+  bool finishingWithBackend() const;
+
   const proto::Cookie& cookie() const { return cookie_; }
 
   bool closed() const { return closed_; }
@@ -87,6 +94,7 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   void connectBackend();
   void onBackendConnectReady();
   void onBackendConnectFailed(int error);
+  bool retryBackendBeforeFirstByte();
 
   // proxy::ControlRelayCallbacks
   void onControlEvent(const proto::ControlEvent& event) override;
@@ -147,6 +155,8 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   long idle_ms_ = 0;
   int uploads_draining_ = 0;
   std::uint64_t udp_dropped_ = 0;
+  int last_connect_error_ = ETIMEDOUT;
+  bool backend_deadline_retry_allowed_ = true;  // one reconnect after an early backend close
 
   // Connections. Declared before the events and timers that reference them.
   net::UniqueFd client_control_;
