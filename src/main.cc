@@ -14,6 +14,7 @@
 #include "app/logging.h"
 #include "app/version.h"
 #include "ev/event_loop.h"
+#include "ev/io_event.h"
 #include "net/address.h"
 #include "proxy/embedded_server.h"
 #include "proxy/server.h"
@@ -70,14 +71,24 @@ int run(const app::Config& config) {
     return 1;
   }
 
-  int exit_code = 0;
-  auto stop = [&] {
-    spdlog::info("stopping");
+  // First SIGTERM/SIGINT: no new tests, running tests may finish (up to the drain deadline),
+  // then exit 0. A second signal: exit at once. The embedded server is stopped either way.
+  bool stopping = false;
+  ev::Timer drain_deadline(loop, [&] {
+    spdlog::warn("drain deadline reached; closing the remaining tests");
     server.shutdown();
-    if (embedded) {
-      embedded->stop();
-    }
     loop.stop();
+  });
+  auto stop = [&] {
+    if (stopping) {
+      spdlog::info("second signal: stopping now");
+      server.shutdown();
+      loop.stop();
+      return;
+    }
+    stopping = true;
+    drain_deadline.armMs(config.settings.limits.drain_ms);
+    server.drain([&] { loop.stop(); });
   };
   loop.onSignal(SIGINT, stop);
   loop.onSignal(SIGTERM, stop);
@@ -90,7 +101,13 @@ int run(const app::Config& config) {
   spdlog::info("iperf3-proxy {} ready: listening on {} (tcp and udp), backend {}", app::kVersion,
                where, backend ? backend->toString() : "starting");
   loop.run();
-  return exit_code;
+  drain_deadline.disarm();
+  server.shutdown();
+  if (embedded) {
+    embedded->stop();
+  }
+  spdlog::info("stopped");
+  return 0;
 }
 
 }  // namespace

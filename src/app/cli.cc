@@ -25,14 +25,51 @@ std::variant<Config, ExitNow> parseCommandLine(int argc, char** argv) {
   app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   auto& t = config.settings.timeouts;
-  app.add_option("--cookie-timeout", t.cookie_ms,
-                 "ms a new connection has to send its 37-byte cookie")
-      ->check(CLI::Range(100L, 600'000L));
+  auto& limits = config.settings.limits;
+  auto& codec = config.settings.codec;
+  const std::string deadlines = "Deadlines (milliseconds)";
+  app.add_option("--cookie-timeout", t.cookie_ms, "a new connection must send its cookie within")
+      ->check(CLI::Range(100L, 600'000L))
+      ->group(deadlines);
+  app.add_option("--backend-timeout", t.backend_connect_ms,
+                 "connecting to the backend, refused connects retried until then")
+      ->check(CLI::Range(100L, 600'000L))
+      ->group(deadlines);
+  app.add_option("--stream-timeout", t.stream_setup_ms,
+                 "from CREATE_STREAMS until every data connection is there")
+      ->check(CLI::Range(100L, 600'000L))
+      ->group(deadlines);
   app.add_option("--role-timeout", t.role_settle_ms,
-                 "ms after the test starts to learn every data connection's role, then best guess")
-      ->check(CLI::Range(100L, 600'000L));
-  app.add_option("--idle-timeout", t.idle_ms, "ms without any byte moving before a test is dropped")
-      ->check(CLI::Range(1'000L, 86'400'000L));
+                 "after the test starts, roles not yet evident are settled by source-port order")
+      ->check(CLI::Range(100L, 600'000L))
+      ->group(deadlines);
+  app.add_option("--idle-timeout", t.idle_ms, "a test in which no byte moves for this long ends")
+      ->check(CLI::Range(1'000L, 86'400'000L))
+      ->group(deadlines);
+  app.add_option("--drain-timeout", limits.drain_ms,
+                 "after SIGTERM/SIGINT, running tests may finish for this long")
+      ->check(CLI::Range(0L, 86'400'000L))
+      ->group(deadlines);
+  const std::string limit_group = "Limits";
+  app.add_option("--max-tests", limits.max_tests, "tests at once; more are answered \"busy\"")
+      ->check(CLI::Range(1, 100'000))
+      ->group(limit_group);
+  app.add_option("--max-pending", limits.max_pending,
+                 "connections without a cookie yet; beyond it the oldest is dropped")
+      ->check(CLI::Range(1, 1'000'000))
+      ->group(limit_group);
+  app.add_option("--max-duration", limits.max_duration_s,
+                 "longest -t (+ -O) in seconds a client may ask for; 0 = no cap")
+      ->check(CLI::Range(0L, 86'400L * 365))
+      ->group(limit_group);
+  app.add_option("--max-params-json", codec.max_params_json, "bytes of a client's parameters")
+      ->check(CLI::Range(1024U, 16U << 20))
+      ->group(limit_group);
+  // Above 128 MiB a results length could no longer be told apart from a state byte sent in its
+  // place (see ControlCodec).
+  app.add_option("--max-results-json", codec.max_results_json, "bytes of a results message")
+      ->check(CLI::Range(1024U, 128U << 20))
+      ->group(limit_group);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& help) {

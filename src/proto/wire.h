@@ -48,11 +48,12 @@ std::string_view stateName(State state);
 // iperf3 error numbers (i_errno) that the proxy itself sends in a SERVER_ERROR message, so that
 // an unmodified client prints a familiar message.
 namespace ierrno {
-inline constexpr std::int32_t kConnect = 103;        // "unable to connect to server"
-inline constexpr std::int32_t kRecvParams = 114;     // "unable to receive parameters from client"
-inline constexpr std::int32_t kAccessDenied = 121;   // "the server is busy running a test"
-inline constexpr std::int32_t kProtocol = 131;       // "protocol does not exist"
-inline constexpr std::int32_t kStreamConnect = 203;  // "unable to connect stream"
+// "test duration too long": known to every client version, unlike the 3.20+ code for a
+// server-side maximum (37), which older clients print as a bare number.
+inline constexpr std::int32_t kDuration = 5;
+inline constexpr std::int32_t kConnect = 103;     // "unable to connect to server"
+inline constexpr std::int32_t kRecvParams = 114;  // "unable to receive parameters from client"
+inline constexpr std::int32_t kProtocol = 131;    // "protocol does not exist"
 }  // namespace ierrno
 
 // SERVER_ERROR carries two big-endian int32: i_errno, then errno. iperf3 <= 3.18 sends only the

@@ -20,6 +20,8 @@ enum class CloseReason {
   StreamDialFailed,    // a backend data connection failed
   StreamClosedEarly,   // a data connection closed before it was paired
   IdleTimeout,         // nothing moved for too long
+  DurationExceeded,    // the test asked for, or ran, longer than --max-duration
+  TooManyTests,        // --max-tests sessions were already running
   Shutdown,            // the proxy is exiting
 };
 
@@ -53,6 +55,10 @@ constexpr std::string_view closeReasonName(CloseReason reason) {
       return "stream-closed-early";
     case CloseReason::IdleTimeout:
       return "idle-timeout";
+    case CloseReason::DurationExceeded:
+      return "duration-exceeded";
+    case CloseReason::TooManyTests:
+      return "too-many-tests";
     case CloseReason::Shutdown:
       return "shutdown";
   }

@@ -2,7 +2,9 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -108,6 +110,9 @@ void Server::onAcceptable(Listener& listener) {
       // EAGAIN: drained. ECONNABORTED and the like: that connection is gone; nothing to do.
       return;
     }
+    if (static_cast<int>(pending_.size()) >= settings_.limits.max_pending) {
+      evictOldestPending();
+    }
     auto pending = std::make_unique<PendingConn>(
         loop_, std::move(fd), peer, settings_.timeouts.cookie_ms,
         PendingConn::Callbacks{[this](PendingConn& p, proto::Cookie cookie, net::UniqueFd conn) {
@@ -118,6 +123,7 @@ void Server::onAcceptable(Listener& listener) {
                                }});
     PendingConn* key = pending.get();
     pending_.emplace(key, std::move(pending));
+    pending_order_.push_back(key);
   }
 }
 
@@ -193,7 +199,26 @@ void Server::retire(PendingConn& pending) {
   if (it != pending_.end()) {
     loop_.deferredDelete(std::move(it->second));
     pending_.erase(it);
+    std::erase(pending_order_, &pending);
   }
+}
+
+void Server::evictOldestPending() {
+  // Idle and slow connections must not crowd out real tests: when too many have not shown a
+  // cookie yet, the one that has waited longest makes room.
+  PendingConn* oldest = pending_order_.front();
+  spdlog::warn(
+      "refused connection from {}: more than {} connections without a cookie; dropped "
+      "the oldest",
+      oldest->peer().toString(), settings_.limits.max_pending);
+  retire(*oldest);
+}
+
+void Server::refuseTest(net::UniqueFd fd, const net::Address& peer, const std::string& why) {
+  // ACCESS_DENIED: every iperf3 client prints "the server is busy running a test".
+  const std::uint8_t access_denied = 0xff;
+  (void)::send(fd.get(), &access_denied, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  spdlog::warn("refused a new test from {}: {}", peer.toString(), why);
 }
 
 void Server::onRejected(PendingConn& pending, const std::string& why) {
@@ -208,6 +233,15 @@ void Server::onCookie(PendingConn& pending, proto::Cookie cookie, net::UniqueFd 
     it->second->attachStream(std::move(fd), peer);
     return;
   }
+  if (draining_) {
+    refuseTest(std::move(fd), peer, "the proxy is shutting down");
+    return;
+  }
+  if (static_cast<int>(sessions_.size()) >= settings_.limits.max_tests) {
+    refuseTest(std::move(fd), peer,
+               fmt::format("{} tests are already running (--max-tests)", sessions_.size()));
+    return;
+  }
   auto session = std::make_unique<Session>(loop_, settings_, static_cast<SessionOwner&>(*this),
                                            cookie, std::move(fd), peer);
   Session& ref = *session;
@@ -220,6 +254,22 @@ void Server::onSessionClosed(Session& session) {
   if (it != sessions_.end() && it->second.get() == &session) {
     loop_.deferredDelete(std::move(it->second));
     sessions_.erase(it);
+  }
+  checkDrained();
+}
+
+void Server::drain(std::function<void()> drained) {
+  draining_ = true;
+  drained_ = std::move(drained);
+  spdlog::info("draining: no new tests; waiting for {} running test(s)", sessions_.size());
+  checkDrained();
+}
+
+void Server::checkDrained() {
+  if (draining_ && sessions_.empty() && drained_) {
+    // The callback may stop the loop; take it first so it runs once.
+    auto drained = std::exchange(drained_, nullptr);
+    drained();
   }
 }
 
@@ -253,6 +303,7 @@ void Server::shutdown() {
     loop_.deferredDelete(std::move(pending));
   }
   pending_.clear();
+  pending_order_.clear();
 }
 
 }  // namespace iperf3proxy::proxy

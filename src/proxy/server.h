@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -38,6 +39,10 @@ class Server : private SessionOwner {
   // The addresses actually bound (port 0 resolved), for the ready line.
   std::vector<net::Address> boundAddresses() const;
 
+  // Stops starting new tests (a new control connection is answered "busy"; data connections
+  // of running tests still come in) and calls `drained` once the last test has ended.
+  void drain(std::function<void()> drained);
+
   // Stops accepting and closes every session now.
   void shutdown();
 
@@ -60,11 +65,15 @@ class Server : private SessionOwner {
   void onCookie(PendingConn& pending, proto::Cookie cookie, net::UniqueFd fd);
   void onRejected(PendingConn& pending, const std::string& why);
   void retire(PendingConn& pending);
+  void evictOldestPending();
+  void refuseTest(net::UniqueFd fd, const net::Address& peer, const std::string& why);
+  void checkDrained();
 
   // proxy::SessionOwner
   std::optional<net::Address> backendAddress() override { return backend_(); }
 
   net::DatagramBatch& udpBatch() override { return udp_batch_; }
+
   bool backendFinishingTest(const Session& asking) override;
 
   void onSessionClosed(Session& session) override;
@@ -79,8 +88,11 @@ class Server : private SessionOwner {
   std::uint64_t udp_drops_unlogged_ = 0;
   std::chrono::steady_clock::time_point last_udp_drop_log_{};
   std::unordered_map<PendingConn*, std::unique_ptr<PendingConn>> pending_;
+  std::deque<PendingConn*> pending_order_;  // oldest first, for eviction
   std::unordered_map<proto::Cookie, std::unique_ptr<Session>, proto::CookieHash> sessions_;
   ev::Timer resume_accepting_;
+  bool draining_ = false;
+  std::function<void()> drained_;
 };
 
 }  // namespace iperf3proxy::proxy

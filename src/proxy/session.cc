@@ -16,6 +16,8 @@ constexpr long kBackendRetryMs = 50;
 constexpr long kIdleTickMs = 1000;
 // Upper bound on holding the client's TEST_END while its test data reaches the server.
 constexpr long kDrainDeadlineMs = 2000;
+// Beyond --max-duration (plus omit), how long a test may run before it is stopped.
+constexpr long kDurationGraceMs = 10'000;
 
 // What the iperf3 server writes on a data connection it refuses.
 constexpr std::uint8_t kAccessDeniedByte = 0xff;
@@ -51,6 +53,12 @@ Session::Session(ev::EventLoop& loop,
           loop,
           [this] { close(CloseReason::Completed, "control did not close after IPERF_DONE"); }),
       idle_tick_(loop, [this] { onIdleTick(); }),
+      test_deadline_(
+          loop,
+          [this] {
+            close(CloseReason::DurationExceeded,
+                  fmt::format("still running {} s after --max-duration", kDurationGraceMs / 1000));
+          }),
       drain_deadline_(loop, [this] {
         uploads_draining_ = 0;
         if (control_) {
@@ -172,6 +180,15 @@ void Session::onParams(const proto::ParamsReceived& received) {
   if (params_->transport == proto::Transport::Sctp) {
     sendServerError(proto::ierrno::kProtocol, 0);
     close(CloseReason::UnsupportedTest, "SCTP cannot be carried by a TCP/UDP proxy");
+    return;
+  }
+  const long cap = settings_.limits.max_duration_s;
+  if (cap > 0 && params_->duration_s + params_->omit_s > cap) {
+    // Refused before the server sees the parameters, the way 3.20+ servers refuse a test above
+    // --server-max-duration.
+    sendServerError(proto::ierrno::kDuration, 0);
+    close(CloseReason::DurationExceeded, fmt::format("-t {} -O {} is above --max-duration {}",
+                                                     params_->duration_s, params_->omit_s, cap));
   }
 }
 
@@ -186,6 +203,12 @@ void Session::onState(const proto::StateReceived& received) {
         return;
       case State::TestRunning:
         running_ = true;
+        if (settings_.limits.max_duration_s > 0) {
+          // Byte- and block-bound tests (-n, -k) have no -t to check up front: they are stopped
+          // once they run past the cap, with the same grace iperf3 gives its own timers.
+          test_deadline_.armMs((settings_.limits.max_duration_s + params_->omit_s) * 1000 +
+                               kDurationGraceMs);
+        }
         if (resolver_ && !resolver_->allPaired()) {
           role_deadline_.armMs(settings_.timeouts.role_settle_ms);
         }
@@ -206,6 +229,7 @@ void Session::onState(const proto::StateReceived& received) {
     creating_streams_ = false;
     stream_setup_deadline_.disarm();
     role_deadline_.disarm();
+    test_deadline_.disarm();
     end_linger_.armMs(settings_.timeouts.end_linger_ms);
   }
 }
@@ -648,8 +672,9 @@ void Session::close(CloseReason reason, const std::string& detail) {
   if (dialer_) {
     dialer_->stop();
   }
-  for (ev::Timer* timer : {&backend_retry_, &backend_deadline_, &stream_setup_deadline_,
-                           &role_deadline_, &end_linger_, &idle_tick_, &drain_deadline_}) {
+  for (ev::Timer* timer :
+       {&backend_retry_, &backend_deadline_, &stream_setup_deadline_, &role_deadline_, &end_linger_,
+        &idle_tick_, &test_deadline_, &drain_deadline_}) {
     timer->disarm();
   }
   if (backend_connect_event_) {

@@ -180,6 +180,7 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   ev::Timer role_deadline_;
   ev::Timer end_linger_;
   ev::Timer idle_tick_;
+  ev::Timer test_deadline_;
   ev::Timer drain_deadline_;
 };
 

@@ -14,8 +14,18 @@ struct Timeouts {
   long end_linger_ms = 15'000;      // IPERF_DONE until both control legs have closed
 };
 
+// Resource limits; what a client sees when one is hit is in README.md ("Limits and failure
+// behaviour").
+struct Limits {
+  int max_tests = 64;       // sessions at once; a new test beyond it is answered "busy"
+  int max_pending = 512;    // connections that have not shown a cookie yet; the oldest is dropped
+  long max_duration_s = 0;  // cap on -t (+ -O); 0 = no cap
+  long drain_ms = 30'000;   // after SIGTERM: how long running tests may go on
+};
+
 struct ProxySettings {
   Timeouts timeouts;
+  Limits limits;
   proto::CodecLimits codec;
 };
 
