@@ -22,6 +22,12 @@ all packets in the other direction pass, and other ports are not matched at all.
 Counting happens on packets in conntrack (`ct original packets`), which on loopback are
 counted once, in the output path, before our input-hook rule sees them.
 
+The table is of the `inet` family, so the same rules see IPv4 and IPv6 (the namespace's
+loopback has 127.0.0.1 and ::1); a separate counter of the IPv6 SYNs lets a test prove which
+family the connections it judged actually used. Only TCP is matched: in a UDP test
+(`iperf3 -u`) the only TCP connection to the port is the control connection, index 0, and
+UDP stream setup is lock-step (protocol doc §4.3, §7.5), so it has no accept-order race.
+
 Usage as a library (see test_race.py):
 
     with NetNamespace() as ns:
@@ -32,15 +38,19 @@ Usage as a library (see test_race.py):
             result = harness.run_client(port, harness.bidir_args(1), 20, netns=ns.name)
             rule.assert_hit_exactly(result.json)
 
-Usage from the shell (root; runs iperf3 directly, or through the proxy with --proxy):
+Usage from the shell (root; runs iperf3 directly, or through the proxy with --proxy;
+-6 runs everything over ::1, -u runs a UDP --bidir test):
 
     /usr/bin/python3 integration/race_testbed.py -P 4 --late 1,3 --runs 5
     /usr/bin/python3 integration/race_testbed.py -P 1 --late 1 --proxy [BINARY]
+    /usr/bin/python3 integration/race_testbed.py -6 -P 4 --late 1 --proxy [BINARY]
+    /usr/bin/python3 integration/race_testbed.py -u -P 4 --late 0 --proxy [BINARY]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -62,6 +72,39 @@ LATE_MARK = 0x5ACE
 COOKIE_SIZE = 37  # iperf3 COOKIE_SIZE: 36 characters plus NUL (protocol doc §1.2)
 _NS_PREFIX = "i3p-race-"
 _ns_seq = itertools.count()
+
+# The namespace's loopback addresses by IP version.
+LOOPBACK = {4: "127.0.0.1", 6: "::1"}
+
+
+def loopback(family: int) -> str:
+    """127.0.0.1 or ::1."""
+    if family not in LOOPBACK:
+        raise ValueError(f"IP version must be 4 or 6, not {family!r}")
+    return LOOPBACK[family]
+
+
+def server_args(family: int) -> list[str]:
+    """Extra `iperf3 -s` arguments for a test over `family`.
+
+    IPv6: `-B ::1`, so the server listens on IPv6 only and a proxy in front of it has to
+    reach it over IPv6. IPv4: none; the server listens dual-stack, as it does by default,
+    and the client's host 127.0.0.1 makes every connection IPv4.
+    """
+    loopback(family)
+    return ["-B", LOOPBACK[6]] if family == 6 else []
+
+
+def client_family_args(family: int) -> list[str]:
+    """Extra `iperf3 -c` arguments for `family` (the host is loopback(family))."""
+    loopback(family)
+    return ["-6"] if family == 6 else []
+
+
+def backend_address(family: int, port: int) -> str:
+    """The proxy's --backend for a server started with server_args(family)."""
+    host = loopback(family)
+    return f"[{host}]:{port}" if family == 6 else f"{host}:{port}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,8 +206,8 @@ def _ruleset(port: int, late: Iterable[int], extra_drops: int) -> str:
     # Only the first SYN of a connection is counted (`ct original packets 1`), so a SYN
     # retransmission cannot shift the numbering. numgen is evaluated only when the matches
     # before it hold, i.e. once per new connection to `port`; its modulus is just "large".
-    first_syn = (f"tcp dport {port} tcp flags & (syn|ack|fin|rst) == syn "
-                 f"ct original packets 1 counter name \"syn_seen\"")
+    new_conn = f"tcp dport {port} tcp flags & (syn|ack|fin|rst) == syn ct original packets 1"
+    first_syn = f"{new_conn} counter name \"syn_seen\""
     if late:
         chosen = (f"{first_syn} numgen inc mod 1000000 {{ {', '.join(map(str, late))} }} "
                   f"counter name \"syn_chosen\" ct mark set {LATE_MARK:#x} "
@@ -176,6 +219,7 @@ def _ruleset(port: int, late: Iterable[int], extra_drops: int) -> str:
     return f"""
 table inet {NFT_TABLE} {{
     counter syn_seen {{ }}
+    counter syn_seen_ip6 {{ }}
     counter syn_chosen {{ }}
     counter ack_dropped {{ }}
     counter cookie_dropped {{ }}
@@ -184,6 +228,8 @@ table inet {NFT_TABLE} {{
     set late_sports {{ type inet_service; flags dynamic; }}
     chain input {{
         type filter hook input priority filter; policy accept;
+        # The same connections as syn_seen, restricted to IPv6 (an inet table sees both).
+        meta nfproto ipv6 {new_conn} counter name "syn_seen_ip6"
         {chosen}
         # 2nd client packet: the handshake's final ACK. 3rd: the first data segment, which
         # also acknowledges the SYN-ACK. Losing both keeps the connection in SYN-RECV until
@@ -232,7 +278,8 @@ class LateHandshakeRule:
                 return {int(e) for e in obj["set"].get("elem", [])}
         return set()
 
-    def hit_problems(self, client_json: Optional[dict] = None) -> list[str]:
+    def hit_problems(self, client_json: Optional[dict] = None, family: Optional[int] = None,
+                     connections: Optional[int] = None) -> list[str]:
         """Differences between what the rule did and what it was meant to do ([] = exact).
 
         For every chosen connection that exists there must be exactly one chosen SYN, one
@@ -240,11 +287,25 @@ class LateHandshakeRule:
         than the ACK (same headers, so this proves packet 2 carried no data and the others
         were the cookie). With the client's JSON, the chosen connections must
         be exactly the data connections at those indexes (start.connected is in creation
-        order and does not include the control connection, index 0).
+        order and does not include the control connection, index 0). In a UDP test the
+        streams in start.connected are not TCP connections: the control connection is the
+        only one the rule can see.
+
+        `family` (4 or 6): every counted connection must have used that IP version.
+        `connections`: the number of TCP connections to the port the test must have opened
+        (1 + 2N for TCP --bidir -P N, 1 for any UDP test).
         """
         c = self.counters()
         problems = []
         seen = c["syn_seen"][0]
+        if connections is not None and seen != connections:
+            problems.append(f"{seen} connections were counted, expected {connections}")
+        if family is not None:
+            ip6 = c["syn_seen_ip6"][0]
+            want_ip6 = seen if family == 6 else 0
+            if ip6 != want_ip6:
+                problems.append(f"{ip6} of {seen} counted connections used IPv6, expected "
+                                f"{want_ip6} (IPv{family} test)")
         expected = len([i for i in self.late if i < seen])
         if seen <= max(self.late, default=-1):
             problems.append(f"only {seen} connections were counted; chosen {sorted(self.late)}")
@@ -258,8 +319,10 @@ class LateHandshakeRule:
             problems.append(f"dropped data segments: {c['cookie_dropped'][1]} bytes, expected "
                             f"{want_bytes} ({copies} x (ACK size + {COOKIE_SIZE}) per connection)")
         if client_json is not None:
-            connected = [e.get("local_port") for e in client_json.get("start", {})
-                         .get("connected", [])]
+            start = client_json.get("start", {})
+            udp = start.get("test_start", {}).get("protocol") == "UDP"
+            # UDP streams are not TCP connections; their ports may even equal a TCP port.
+            connected = [] if udp else [e.get("local_port") for e in start.get("connected", [])]
             intended = {connected[i - 1] for i in self.late if 1 <= i <= len(connected)}
             marked = self.late_source_ports()
             data_marked = marked & set(connected)
@@ -273,42 +336,219 @@ class LateHandshakeRule:
                 problems.append(f"{others} chosen connections are not data connections")
         return problems
 
-    def assert_hit_exactly(self, client_json: Optional[dict] = None) -> None:
-        problems = self.hit_problems(client_json)
+    def assert_hit_exactly(self, client_json: Optional[dict] = None,
+                           family: Optional[int] = None,
+                           connections: Optional[int] = None) -> None:
+        problems = self.hit_problems(client_json, family, connections)
         assert not problems, ("race testbed did not hit the intended packets:\n  "
                               + "\n  ".join(problems) + f"\ncounters: {self.counters()}")
 
 
 # --------------------------------------------------------------------------------------------
-# Command line: manual experiments and determinism checks
+# One test case in a fresh namespace, and checks of its result
 # --------------------------------------------------------------------------------------------
 
 
-def _one_run(args: argparse.Namespace, late: set[int]) -> tuple[harness.ClientResult, list[str],
-                                                                   list[str]]:
-    with NetNamespace("cli") as ns:
+def client_args(parallel: int, seconds: int = 3, rcv_timeout_ms: Optional[int] = 2000,
+                family: int = 4, udp: bool = False, bitrate: Optional[str] = None) -> list[str]:
+    """`iperf3 -c` arguments (after -c HOST -p PORT -J) of a --bidir test case."""
+    args = client_family_args(family) + harness.bidir_args(parallel, seconds, rcv_timeout_ms)
+    if udp:
+        args += ["-u"]
+    if bitrate:
+        args += ["-b", bitrate]
+    return args
+
+
+@dataclasses.dataclass
+class CaseRun:
+    """What one run_case() produced; the logs are read after every process has stopped."""
+    result: harness.ClientResult
+    misses: list[str]            # LateHandshakeRule.hit_problems: [] = exactly the intended packets
+    counters: dict[str, tuple[int, int]]
+    server_log: str
+    proxy_log: Optional[str]     # None for a direct run
+    proxy_alive: Optional[bool]  # proxy still running right after the client finished
+    proxy_exit: Optional[int]
+
+    def summary(self) -> str:
+        return describe(self.result)
+
+    def context(self) -> str:
+        """Everything worth showing when a check on this run fails."""
+        text = f"{self.summary()}\ntestbed counters: {self.counters}"
+        if self.misses:
+            text += "\ntestbed MISSED: " + "; ".join(self.misses)
+        if self.proxy_log is not None:
+            tail = "\n".join(self.proxy_log.splitlines()[-80:])
+            text += (f"\nproxy exit={self.proxy_exit} alive after client={self.proxy_alive}"
+                     f"\nproxy log tail:\n{tail}")
+        return text + f"\nserver log tail:\n{self.server_log[-2000:]}"
+
+
+def run_case(parallel: int, late: Iterable[int], *, family: int = 4, udp: bool = False,
+             proxy: Optional[os.PathLike] = None, direct: bool = True, seconds: int = 3,
+             rcv_timeout_ms: Optional[int] = 2000, bitrate: Optional[str] = None,
+             client_timeout: float = 15.0, extra_drops: int = 0,
+             log_dir: Optional[os.PathLike] = None, label: str = "") -> CaseRun:
+    """Run one `iperf3 --bidir` client against a fresh server in a fresh namespace.
+
+    direct=True: client -> iperf3 -s, rule on the server's port. direct=False: client ->
+    proxy (binary `proxy`, or the default one) -> iperf3 -s, rule on the proxy's port only.
+    The server gets server_args(family), the proxy listens on all addresses (dual stack,
+    its default) with the server at backend_address(family), and the client connects to
+    loopback(family).
+    The rule's hit check is done here, against the number of TCP connections the test
+    opens (control + 2N data connections for TCP, the control connection alone for UDP).
+    """
+    late = frozenset(late)
+    host = loopback(family)
+    args = client_args(parallel, seconds, rcv_timeout_ms, family, udp, bitrate)
+    connections = 1 if udp else 1 + 2 * parallel
+    with NetNamespace(label or ("direct" if direct else "proxied")) as ns:
         server_port = harness.free_port(ns.name)
-        with harness.IperfServer(server_port, netns=ns.name):
-            if args.proxy is None:
-                rule = LateHandshakeRule(ns.name, server_port, late, args.extra_drops).install()
-                result = harness.run_client(server_port, client_args(args), args.timeout,
-                                            netns=ns.name)
-                return (result, harness.bidir_problems(result, args.parallel),
-                        rule.hit_problems(result.json))
-            proxy_port = harness.free_port(ns.name)
-            with harness.Proxy(proxy_port, backend=server_port, netns=ns.name,
-                               binary=args.proxy or None) as proxy:
-                rule = LateHandshakeRule(ns.name, proxy_port, late, args.extra_drops).install()
-                result = harness.run_client(proxy_port, client_args(args), args.timeout,
-                                            netns=ns.name)
-                if args.verbose:
-                    print(proxy.log_tail(), file=sys.stderr)
-                return (result, harness.bidir_problems(result, args.parallel),
-                        rule.hit_problems(result.json))
+        with harness.IperfServer(server_port, server_args(family), netns=ns.name,
+                                 log_dir=log_dir) as server:
+            if direct:
+                rule = LateHandshakeRule(ns.name, server_port, late, extra_drops).install()
+                result = harness.run_client(server_port, args, client_timeout, netns=ns.name,
+                                            host=host)
+                misses = rule.hit_problems(result.json, family, connections)
+                counters = rule.counters()
+                proxy_proc = None
+            else:
+                proxy_port = harness.free_port(ns.name)
+                with harness.Proxy(proxy_port, backend=backend_address(family, server_port),
+                                   netns=ns.name, binary=proxy, log_dir=log_dir) as proxy_proc:
+                    # The rule sits on the proxy's port only: the proxy sees the client's
+                    # connections out of order and must not pass that order on to the server.
+                    rule = LateHandshakeRule(ns.name, proxy_port, late, extra_drops).install()
+                    result = harness.run_client(proxy_port, args, client_timeout,
+                                                netns=ns.name, host=host)
+                    proxy_alive = proxy_proc.running()
+                    misses = rule.hit_problems(result.json, family, connections)
+                    counters = rule.counters()
+                    # The proxy logs a test's summary once both control legs have closed,
+                    # which is just after the client exits.
+                    harness.wait_until(
+                        lambda: harness.session_ends(proxy_proc.log_text()) or
+                        not proxy_proc.running(), 5.0)
+    return CaseRun(result=result, misses=misses, counters=counters,
+                   server_log=server.log_text(),
+                   proxy_log=None if proxy_proc is None else proxy_proc.log_text(),
+                   proxy_alive=None if proxy_proc is None else proxy_alive,
+                   proxy_exit=None if proxy_proc is None else proxy_proc.exit_code)
 
 
-def client_args(args: argparse.Namespace) -> list[str]:
-    return harness.bidir_args(args.parallel, args.time, args.rcv_timeout or None)
+def describe(result: harness.ClientResult) -> str:
+    """result.summary(), with the per-stream `udp` objects for a UDP test (which the TCP
+    sender/receiver view of harness.stream_bytes cannot show)."""
+    doc = result.json or {}
+    if doc.get("start", {}).get("test_start", {}).get("protocol") != "UDP":
+        return result.summary()
+    lines = [result.summary().splitlines()[0]]
+    for i, entry in enumerate(doc.get("end", {}).get("streams", [])):
+        u = entry.get("udp") or {}
+        role = "client->server" if u.get("sender") else "server->client"
+        lines.append(f"  stream#{i} socket={u.get('socket')} {role}: packets={u.get('packets')}"
+                     f" lost={u.get('lost_packets')} out_of_order={u.get('out_of_order')}"
+                     f" bytes={u.get('bytes')}")
+    if result.stderr.strip():
+        lines.append(f"  stderr: {result.stderr.strip()[-500:]}")
+    return "\n".join(lines)
+
+
+def upload_mismatches(result: harness.ClientResult) -> list[str]:
+    """TCP: client-to-server streams whose receiver (the server) did not count exactly what
+    the client sent. Through the proxy this must hold per stream: it holds the client's
+    TEST_END until the data sent before it reached the server, and it lines stream ids up.
+    """
+    return [f"stream#{s.index} port={s.local_port} (client sends): receiver "
+            f"{s.receiver_bytes} != sender {s.sender_bytes}"
+            for s in result.streams() if s.client_sends and s.receiver_bytes != s.sender_bytes]
+
+
+def udp_bidir_problems(result: harness.ClientResult, parallel: int,
+                       max_loss_percent: float = 5.0) -> list[str]:
+    """Everything wrong with the result of a `-u --bidir -P parallel` test ([] if it is good).
+
+    A UDP stream entry has one `udp` object (not sender/receiver objects as in TCP):
+    `packets` is the sender's count for a stream the client sends, the received count for
+    one it receives, and `lost_packets` is what the receiving end missed. So every stream
+    must have packets > lost_packets (its receiver got datagrams), little loss at these
+    rates on loopback, and no reordering (a relay that reorders, merges or duplicates
+    datagrams shows up there). Both directions' receiver sums must be non-zero too.
+    """
+    problems = []
+    if result.hung:
+        problems.append("client hung (killed at timeout)")
+    if result.json is None:
+        problems.append("no JSON output")
+    if result.error:
+        problems.append(f"iperf3 error: {result.error}")
+    if result.returncode not in (0, None):
+        problems.append(f"client exit code {result.returncode}")
+    doc = result.json or {}
+    protocol = doc.get("start", {}).get("test_start", {}).get("protocol")
+    if result.json is not None and protocol != "UDP":
+        problems.append(f"test protocol is {protocol!r}, not UDP")
+    entries = [e.get("udp") or {} for e in doc.get("end", {}).get("streams", [])]
+    if len(entries) != 2 * parallel:
+        problems.append(f"expected {2 * parallel} streams, got {len(entries)}")
+    for sends in (True, False):
+        label = "client->server" if sends else "server->client"
+        group = [e for e in entries if bool(e.get("sender")) == sends]
+        if entries and len(group) != parallel:
+            problems.append(f"{label}: expected {parallel} streams, got {len(group)}")
+        for e in group:
+            packets, lost = int(e.get("packets", 0)), int(e.get("lost_packets", 0))
+            where = f"{label} stream socket={e.get('socket')}"
+            if packets <= 0 or packets - lost <= 0:
+                problems.append(f"{where}: receiver got no datagrams (packets={packets} "
+                                f"lost={lost})")
+            elif float(e.get("lost_percent", 0)) > max_loss_percent:
+                problems.append(f"{where}: lost {e.get('lost_percent')}% of {packets}")
+            if int(e.get("out_of_order", 0)) != 0:
+                problems.append(f"{where}: {e.get('out_of_order')} datagrams out of order")
+    end = doc.get("end", {})
+    for key in ("sum_received", "sum_received_bidir_reverse"):
+        if result.json is not None and int(end.get(key, {}).get("bytes", 0)) <= 0:
+            problems.append(f"end.{key}.bytes is {end.get(key, {}).get('bytes')}")
+    return problems
+
+
+def proxy_summary_problems(run: CaseRun) -> list[str]:
+    """The proxy must have logged exactly one "test ended" line, with reason=completed."""
+    if run.proxy_log is None:
+        return []
+    ends = harness.session_ends(run.proxy_log)
+    if len(ends) != 1:
+        return [f"proxy logged {len(ends)} 'test ended' lines, expected 1: "
+                f"{[e.line for e in ends]}"]
+    if ends[0].reason != "completed":
+        return [f"proxy ended the test with reason={ends[0].reason}: {ends[0].line}"]
+    return []
+
+
+def result_problems(run: CaseRun, parallel: int, udp: bool) -> list[str]:
+    """The checks a clean run must pass (TCP: bidir_problems, plus exact uploads and the
+    proxy's summary line when proxied; UDP: udp_bidir_problems, plus the summary line)."""
+    if udp:
+        problems = udp_bidir_problems(run.result, parallel)
+    else:
+        problems = harness.bidir_problems(run.result, parallel)
+        if run.proxy_log is not None:
+            problems += upload_mismatches(run.result)
+    if run.proxy_log is not None:
+        problems += proxy_summary_problems(run)
+        if not run.proxy_alive:
+            problems.append("proxy exited during the test")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: manual experiments and determinism checks
+# --------------------------------------------------------------------------------------------
 
 
 def main() -> int:
@@ -324,22 +564,34 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--proxy", nargs="?", const="", default=None,
                         help="run through the proxy (optional binary path)")
+    parser.add_argument("-6", dest="family", action="store_const", const=6, default=4,
+                        help="IPv6: server on ::1, client -6 -c ::1, proxy backend [::1]")
+    parser.add_argument("-u", "--udp", action="store_true", help="UDP --bidir test")
+    parser.add_argument("-b", "--bitrate", default=None,
+                        help="client -b (default: 10M for UDP, none for TCP)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     late = {int(x) for x in args.late.split(",") if x.strip()}
+    bitrate = args.bitrate or ("10M" if args.udp else None)
     failures = misses_total = 0
-    for run in range(1, args.runs + 1):
+    for run_no in range(1, args.runs + 1):
         started = time.monotonic()
-        result, problems, misses = _one_run(args, late)
+        run = run_case(args.parallel, late, family=args.family, udp=args.udp,
+                       proxy=args.proxy or None, direct=args.proxy is None, seconds=args.time,
+                       rcv_timeout_ms=args.rcv_timeout or None, bitrate=bitrate,
+                       client_timeout=args.timeout, extra_drops=args.extra_drops, label="cli")
         elapsed = time.monotonic() - started
+        problems = result_problems(run, args.parallel, args.udp)
         verdict = "CLEAN" if not problems else "RACE/FAIL"
         failures += bool(problems)
-        misses_total += bool(misses)
-        print(f"run {run}: {verdict} ({elapsed:.2f}s total)\n{result.summary()}")
+        misses_total += bool(run.misses)
+        print(f"run {run_no}: {verdict} ({elapsed:.2f}s total)\n{run.summary()}")
         for p in problems:
             print(f"  problem: {p}")
-        print("  testbed: " + ("hit exactly the intended packets" if not misses
-                               else "MISSED: " + "; ".join(misses)))
+        print("  testbed: " + ("hit exactly the intended packets" if not run.misses
+                               else "MISSED: " + "; ".join(run.misses)))
+        if args.verbose and run.proxy_log is not None:
+            print("\n".join(run.proxy_log.splitlines()[-60:]), file=sys.stderr)
     print(f"{failures}/{args.runs} runs showed problems")
     # A race (or a clean run) is an observation, not an error; a testbed that missed its
     # packets is, because then the observation means nothing.

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The iperf3 --bidir role race (esnet/iperf#2029) with and without the proxy.
 
-Run (root; about 1-2 minutes):
+Run (root; about 2 minutes):
 
     /usr/bin/python3 -m pytest integration/test_race.py -v
     IPERF3_PROXY_BIN=/path/to/iperf3-proxy /usr/bin/python3 -m pytest integration/test_race.py
@@ -10,22 +10,38 @@ Each case runs in its own network namespace, where race_testbed.LateHandshakeRul
 chosen connections to the listening port complete their handshake ~200 ms late, so the
 connections the client opened after them are accepted first (see race_testbed.py).
 Connection index 0 is iperf3's control connection; for `--bidir -P N`, 1..N are the client's
-sending streams and N+1..2N its receiving streams.
+sending streams and N+1..2N its receiving streams. Every case first proves that the rule hit
+exactly the intended packets, that the test opened the expected number of TCP connections
+and that all of them used the intended IP version.
 
   DIRECT   client -> iperf3 -s, rule on the server's port. A late sending stream makes the
            server hand the receiving role to a client receiver: the test must show the
            deadlock (client error or hang, or a receiving stream with 0 bytes).
+           Over IPv4 and IPv6 (server -B ::1, client -6 -c ::1).
   CONTROL  same, but the late connection does not cross the sender/receiver boundary
            (a late receiver, or the control connection): the test must be clean. This shows
            the drops alone do no harm and the result checks do not cry wolf.
   PROXIED  client -> proxy -> iperf3 -s, rule on the PROXY's port (nothing on the server's):
-           the proxy has to restore the client's roles, so every case must be clean and
-           every receiving stream in both directions must have moved data.
-           Skipped only if the proxy binary does not exist.
+           the proxy has to restore the client's roles, so every case must be clean, every
+           receiving stream in both directions must have moved data, every client-to-server
+           stream must arrive exactly (receiver == sender, per stream), and the proxy must log
+           one completed test whose roles_repaired is non-zero exactly when the late
+           connections cross the role boundary (the proxy saw the race). Over IPv6 the
+           proxy listens dual-stack (its default) and reaches the server at
+           --backend [::1]:PORT. Skipped only if the proxy binary does not exist.
+  UDP      `-u --bidir` with the control connection late (index 0: in a UDP test it is the
+           only TCP connection; UDP stream setup is lock-step, protocol doc §4.3/§7.5, so
+           there is nothing to reorder). Direct and proxied must both pass with datagrams on
+           every stream: UDP has no #2029 race, and a late control connection must not
+           disturb the proxy's control path or its UDP flows.
+
+Everything here needs root, `ip`, `nft` and network namespaces; otherwise it is skipped
+(conftest.race_env).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -33,11 +49,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-from race_testbed import LateHandshakeRule, NetNamespace  # noqa: E402
+from race_testbed import CaseRun, result_problems, run_case  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("race_env")
 
 TEST_SECONDS = 3
+UDP_SECONDS = 2
+# Per UDP stream; low enough for loopback without loss on a busy 2-core machine.
+UDP_BITRATE = "10M"
 # Client --rcv-timeout (3.10+): turns the -P 1 deadlock into a quick error instead of a run
 # that ends after TEST_SECONDS with zero bytes. Both outcomes are detected.
 RCV_TIMEOUT_MS = 2000
@@ -55,19 +74,29 @@ RACE_CASES = [
     pytest.param(4, {1, 2}, id="P4-late1+2"),
     pytest.param(4, {1, 3, 4}, id="P4-late1+3+4"),
 ]
+# The same race over IPv6 (a subset: the mechanism is the same, the path is not).
+RACE_CASES_IPV6 = [
+    pytest.param(1, {1}, id="ipv6-P1-late1"),
+    pytest.param(4, {1}, id="ipv6-P4-late1"),
+]
 # Late connections that stay on their side of the boundary: the roles stay right.
 CONTROL_CASES = [
     pytest.param(1, {2}, id="P1-late2"),
     pytest.param(1, {0}, id="P1-late0-control-conn"),
     pytest.param(4, {5}, id="P4-late5"),
 ]
+# UDP --bidir: the control connection (index 0) is the only TCP connection to the port.
+UDP_CASES = [
+    pytest.param(1, 4, id="udp-P1-late0"),
+    pytest.param(4, 4, id="udp-P4-late0"),
+]
+UDP_CASES_PROXIED = UDP_CASES + [
+    pytest.param(1, 6, id="ipv6-udp-P1-late0"),
+    pytest.param(4, 6, id="ipv6-udp-P4-late0"),
+]
 
 # Errors a 3.12 client reports when the swapped roles stall a receiving stream (§7.3).
 DEADLOCK_ERRORS = ("idle timeout for receiving data", "control socket has closed unexpectedly")
-
-
-def _client_args(parallel: int) -> list[str]:
-    return harness.bidir_args(parallel, TEST_SECONDS, RCV_TIMEOUT_MS)
 
 
 def _deadlock_evidence(result: harness.ClientResult) -> list[str]:
@@ -87,55 +116,103 @@ def _deadlock_evidence(result: harness.ClientResult) -> list[str]:
     return evidence
 
 
-def _run_direct(tmp_path: Path, parallel: int, late: set[int]):
-    with NetNamespace("direct") as ns:
-        port = harness.free_port(ns.name)
-        with harness.IperfServer(port, netns=ns.name, log_dir=tmp_path) as server:
-            rule = LateHandshakeRule(ns.name, port, late).install()
-            result = harness.run_client(port, _client_args(parallel), CLIENT_TIMEOUT_S,
-                                        netns=ns.name)
-            # Prove the testbed did exactly what it claims before judging iperf3.
-            rule.assert_hit_exactly(result.json)
-            return result, server.log_text()
+def _run(tmp_path: Path, parallel: int, late: set[int], *, family: int = 4,
+         proxy_bin=None, udp: bool = False) -> CaseRun:
+    """One case in a fresh namespace; direct unless `proxy_bin` is given."""
+    run = run_case(parallel, late, family=family, udp=udp, proxy=proxy_bin,
+                   direct=proxy_bin is None,
+                   seconds=UDP_SECONDS if udp else TEST_SECONDS, rcv_timeout_ms=RCV_TIMEOUT_MS,
+                   bitrate=UDP_BITRATE if udp else None, client_timeout=CLIENT_TIMEOUT_S,
+                   log_dir=tmp_path)
+    kind = ("PROXIED" if proxy_bin is not None else "DIRECT") + f" IPv{family}"
+    print(f"{kind} {'-u ' if udp else ''}--bidir -P {parallel} late={sorted(late)}:\n"
+          f"{run.summary()}\ntestbed counters: {run.counters}")
+    # Prove the testbed did exactly what it claims before judging iperf3 or the proxy.
+    assert not run.misses, ("race testbed did not hit the intended packets:\n  "
+                            + "\n  ".join(run.misses) + "\n" + run.context())
+    return run
+
+
+def _assert_clean(run: CaseRun, parallel: int, udp: bool = False) -> None:
+    problems = result_problems(run, parallel, udp)
+    assert not problems, "\n".join(problems) + "\n" + run.context()
+
+
+def _crosses_roles(parallel: int, late: set[int]) -> bool:
+    """Whether arrivals delayed as in `late` give a plain server the wrong roles: a client
+    sender (index 1..N) is late and at least one client receiver (N+1..2N) is not."""
+    receivers = set(range(parallel + 1, 2 * parallel + 1))
+    return any(1 <= i <= parallel for i in late) and not receivers <= late
+
+
+def _assert_proxy_saw_race(run: CaseRun, parallel: int, late: set[int]) -> None:
+    """The proxy's summary line must count the repair the late connections made necessary."""
+    lines = [e.line for e in harness.session_ends(run.proxy_log or "")]
+    match = re.search(r" roles_repaired=(\d+) ", lines[0]) if len(lines) == 1 else None
+    assert match, f"no single summary line with roles_repaired: {lines}\n{run.context()}"
+    repaired = int(match.group(1))
+    crosses = _crosses_roles(parallel, late)
+    assert (repaired > 0) == crosses, (
+        f"late={sorted(late)} {'crosses' if crosses else 'does not cross'} the role boundary, "
+        f"but the proxy logged roles_repaired={repaired}: {lines[0]}")
+
+
+def _assert_deadlock(run: CaseRun, late: set[int]) -> None:
+    evidence = _deadlock_evidence(run.result)
+    assert evidence, (f"expected the #2029 deadlock with late connections {sorted(late)}, "
+                      f"but the test looks clean or failed differently:\n{run.context()}")
+
+
+# ---- TCP, IPv4 ------------------------------------------------------------------------------
+
+def test_case_lists_match_their_claims():
+    """RACE cases cross the role boundary, CONTROL cases do not (pure; no namespace)."""
+    for case in RACE_CASES + RACE_CASES_IPV6:
+        assert _crosses_roles(*case.values), case.id
+    for case in CONTROL_CASES:
+        assert not _crosses_roles(*case.values), case.id
 
 
 @pytest.mark.parametrize("parallel,late", RACE_CASES)
 def test_direct_late_sender_deadlocks(tmp_path, parallel, late):
-    result, server_log = _run_direct(tmp_path, parallel, late)
-    print(f"DIRECT --bidir -P {parallel} late={sorted(late)}:\n{result.summary()}")
-    evidence = _deadlock_evidence(result)
-    assert evidence, (f"expected the #2029 deadlock with late connections {sorted(late)}, "
-                      f"but the test looks clean or failed differently:\n{result.summary()}\n"
-                      f"server log tail:\n{server_log[-2000:]}")
+    _assert_deadlock(_run(tmp_path, parallel, late), late)
 
 
 @pytest.mark.parametrize("parallel,late", CONTROL_CASES)
 def test_direct_late_without_role_crossing_is_clean(tmp_path, parallel, late):
-    result, server_log = _run_direct(tmp_path, parallel, late)
-    problems = harness.bidir_problems(result, parallel)
-    assert not problems, ("\n".join(problems) + f"\n{result.summary()}\n"
-                          f"server log tail:\n{server_log[-2000:]}")
+    _assert_clean(_run(tmp_path, parallel, late), parallel)
 
 
 @pytest.mark.parametrize("parallel,late", RACE_CASES + CONTROL_CASES)
 def test_proxied_late_connection_keeps_roles(tmp_path, proxy_bin, parallel, late):
-    with NetNamespace("proxied") as ns:
-        server_port = harness.free_port(ns.name)
-        with harness.IperfServer(server_port, netns=ns.name, log_dir=tmp_path) as server:
-            proxy_port = harness.free_port(ns.name)
-            with harness.Proxy(proxy_port, backend=server_port, netns=ns.name,
-                               binary=proxy_bin, log_dir=tmp_path) as proxy:
-                # The rule sits on the proxy's port only: the proxy sees the client's
-                # connections out of order and must not pass that order on to the server.
-                rule = LateHandshakeRule(ns.name, proxy_port, late).install()
-                result = harness.run_client(proxy_port, _client_args(parallel),
-                                            CLIENT_TIMEOUT_S, netns=ns.name)
-                proxy_alive = proxy.running()
-                rule.assert_hit_exactly(result.json)
-            context = (f"{result.summary()}\nproxy exit={proxy.exit_code} "
-                       f"alive after client={proxy_alive}\nproxy log tail:\n{proxy.log_tail()}"
-                       f"\nserver log tail:\n{server.log_text()[-2000:]}")
-    print(f"PROXIED --bidir -P {parallel} late={sorted(late)}:\n{result.summary()}")
-    problems = harness.bidir_problems(result, parallel)
-    assert not problems, "\n".join(problems) + "\n" + context
-    assert proxy_alive, "proxy exited during the test\n" + context
+    run = _run(tmp_path, parallel, late, proxy_bin=proxy_bin)
+    _assert_clean(run, parallel)
+    _assert_proxy_saw_race(run, parallel, late)
+
+
+# ---- TCP, IPv6 ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("parallel,late", RACE_CASES_IPV6)
+def test_ipv6_direct_late_sender_deadlocks(tmp_path, parallel, late):
+    _assert_deadlock(_run(tmp_path, parallel, late, family=6), late)
+
+
+@pytest.mark.parametrize("parallel,late", RACE_CASES_IPV6)
+def test_ipv6_proxied_late_connection_keeps_roles(tmp_path, proxy_bin, parallel, late):
+    run = _run(tmp_path, parallel, late, family=6, proxy_bin=proxy_bin)
+    _assert_clean(run, parallel)
+    _assert_proxy_saw_race(run, parallel, late)
+
+
+# ---- UDP ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("parallel,family", UDP_CASES)
+def test_udp_direct_late_control_is_clean(tmp_path, parallel, family):
+    """No #2029 race for UDP even directly: stream setup is lock-step (§4.3, §7.5)."""
+    _assert_clean(_run(tmp_path, parallel, {0}, family=family, udp=True), parallel, udp=True)
+
+
+@pytest.mark.parametrize("parallel,family", UDP_CASES_PROXIED)
+def test_udp_proxied_late_control_is_clean(tmp_path, proxy_bin, parallel, family):
+    _assert_clean(_run(tmp_path, parallel, {0}, family=family, proxy_bin=proxy_bin, udp=True),
+                  parallel, udp=True)

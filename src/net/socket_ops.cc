@@ -19,10 +19,54 @@ void setNoDelay(int fd) {
   (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 }
 
-UniqueFd startConnect(const Address& to) {
+std::string applyStreamOptions(int fd, const StreamSocketOptions& options) {
+  std::string failed;
+  const auto note = [&failed](int rc, const char* name) {
+    if (rc == -1) {
+      failed += (failed.empty() ? "" : ", ") + std::string(name) + ": " + errnoText(errno);
+    }
+  };
+  if (options.congestion) {
+    note(setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, options.congestion->data(),
+                    static_cast<socklen_t>(options.congestion->size())),
+         "congestion");
+  }
+  if (options.tos) {
+    const int tos = *options.tos;
+    const auto local = localAddress(fd);
+    if (local && local->family() == AF_INET6) {
+      note(setsockopt(fd, IPPROTO_IPV6, IPV6_TCLASS, &tos, sizeof(tos)), "tclass");
+    } else {
+      note(setsockopt(fd, IPPROTO_IP, IP_TOS, &tos, sizeof(tos)), "tos");
+    }
+  }
+  if (options.window) {
+    const int window = *options.window;
+    note(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &window, sizeof(window)), "sndbuf");
+    note(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &window, sizeof(window)), "rcvbuf");
+  }
+  if (options.mss) {
+    const int mss = *options.mss;
+    note(setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss)), "mss");
+  }
+  if (options.pacing_rate_bits) {
+    // SO_MAX_PACING_RATE takes bytes per second.
+    const std::uint64_t bytes = *options.pacing_rate_bits / 8;
+    note(setsockopt(fd, SOL_SOCKET, SO_MAX_PACING_RATE, &bytes, sizeof(bytes)), "pacing");
+  }
+  if (options.nodelay) {
+    setNoDelay(fd);
+  }
+  return failed;
+}
+
+UniqueFd startConnect(const Address& to, const StreamSocketOptions* options) {
   UniqueFd fd(::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
   if (!fd) {
     return fd;
+  }
+  if (options != nullptr) {
+    (void)applyStreamOptions(fd.get(), *options);
   }
   if (::connect(fd.get(), to.sockaddrPtr(), to.length) == -1 && errno != EINPROGRESS) {
     const int saved = errno;

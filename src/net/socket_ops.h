@@ -15,9 +15,25 @@ namespace iperf3proxy::net {
 
 void setNoDelay(int fd);
 
+// Options a test asks for on its data sockets. The proxy sets them on both of its own sockets of
+// a data connection, so each hop behaves as the client asked.
+struct StreamSocketOptions {
+  std::optional<std::string> congestion;
+  std::optional<int> tos;
+  std::optional<int> window;
+  std::optional<int> mss;  // effective only before connect (backend side)
+  std::optional<std::uint64_t> pacing_rate_bits;
+  bool nodelay = false;
+};
+
+// Best effort: an option the kernel refuses leaves the default (the server decides about the
+// test itself); returns the names of options that could not be set, for the debug log.
+std::string applyStreamOptions(int fd, const StreamSocketOptions& options);
+
 // Starts a non-blocking TCP connect. Returns the socket (connect may still be in progress) or an
 // invalid fd with errno set.
-UniqueFd startConnect(const Address& to);
+// `options`, if given, are applied before connecting (MSS and window only take full effect then).
+UniqueFd startConnect(const Address& to, const StreamSocketOptions* options = nullptr);
 
 // The pending error of a socket (SO_ERROR): 0 once a non-blocking connect has succeeded.
 int socketError(int fd);

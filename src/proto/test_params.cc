@@ -165,7 +165,8 @@ std::variant<TestParams, ParamsFailure> parseTestParams(std::string_view json) {
   bool bidirectional = false;
   for (auto [key, flag] :
        {std::pair{"tcp", &tcp}, std::pair{"udp", &udp}, std::pair{"sctp", &sctp},
-        std::pair{"reverse", &reverse}, std::pair{"bidirectional", &bidirectional}}) {
+        std::pair{"reverse", &reverse}, std::pair{"bidirectional", &bidirectional},
+        std::pair{"nodelay", &params.nodelay}}) {
     if (auto failure = readFlag(root, key, *flag)) {
       return *failure;
     }
@@ -198,6 +199,24 @@ std::variant<TestParams, ParamsFailure> parseTestParams(std::string_view json) {
   params.role_byte = findKey(root, kRoleByteKey) != nullptr;
   if (const Json* version = findKey(root, "client_version"); version && version->is_string()) {
     params.client_version = version->get<std::string>();
+  }
+  if (const Json* congestion = findKey(root, "congestion"); congestion && congestion->is_string()) {
+    params.congestion = congestion->get<std::string>();
+  }
+  // Socket option values are only used for the proxy's own sockets; out-of-range ones are left
+  // to the server to judge, and the proxy just does not apply them.
+  const auto small = [&](std::string_view key) -> std::optional<int> {
+    const auto value = readOptionalInteger(root, key);
+    if (value && *value > 0 && *value <= std::numeric_limits<int>::max()) {
+      return static_cast<int>(*value);
+    }
+    return std::nullopt;
+  };
+  params.tos = small("TOS");
+  params.window = small("window");
+  params.mss = small("MSS");
+  if (const auto rate = readOptionalInteger(root, "fqrate"); rate && *rate > 0) {
+    params.fq_rate = static_cast<std::uint64_t>(*rate);
   }
   return params;
 }

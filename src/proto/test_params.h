@@ -31,6 +31,16 @@ struct TestParams {
   bool role_byte = false;
   std::string client_version;
 
+  // Socket options the client asked for. They apply to the hop they are set on only, so the
+  // proxy applies them to its own data sockets too (protocol §5.5): without that, -C, -S, -w, -N,
+  // -M and --fq-rate would silently change meaning behind a proxy.
+  std::optional<std::string> congestion;  // `congestion` (-C)
+  std::optional<int> tos;                 // `TOS` (-S, --dscp)
+  std::optional<int> window;              // `window` (-w): SO_SNDBUF and SO_RCVBUF
+  std::optional<int> mss;                 // `MSS` (-M)
+  std::optional<std::uint64_t> fq_rate;   // `fqrate` (--fq-rate), bits per second
+  bool nodelay = false;                   // `nodelay` (-N), a presence flag
+
   int uploadStreams() const;    // client -> server data streams
   int downloadStreams() const;  // server -> client data streams
 

@@ -248,8 +248,11 @@ void Session::beginStreamCreation() {
   }
   resolver_ =
       std::make_unique<roles::RoleResolver>(params_->uploadStreams(), params_->downloadStreams());
+  stream_options_ =
+      net::StreamSocketOptions{params_->congestion, params_->tos,     params_->window,
+                               params_->mss,        params_->fq_rate, params_->nodelay};
   dialer_ = std::make_unique<StreamDialer>(
-      loop_, *backend_, cookie_, settings_.timeouts.backend_connect_ms,
+      loop_, *backend_, cookie_, settings_.timeouts.backend_connect_ms, stream_options_,
       StreamDialer::Callbacks{[this](net::UniqueFd fd) { onServerStreamReady(std::move(fd)); },
                               [this](int error) {
                                 close(CloseReason::StreamDialFailed,
@@ -331,6 +334,10 @@ void Session::attachStream(net::UniqueFd fd, const net::Address& peer) {
   }
   const roles::StreamId id = next_client_id_++;
   ++client_streams_accepted_;
+  if (const std::string failed = net::applyStreamOptions(fd.get(), stream_options_);
+      !failed.empty()) {
+    spdlog::debug("{} client data connection: could not set {}", prefix(), failed);
+  }
   client_streams_[id] = PendingStream{std::move(fd), peer.port(), nullptr};
   // The backend connection is opened at once: servers from 3.15 give up on a data connection
   // whose cookie does not arrive within 10 s.

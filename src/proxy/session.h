@@ -13,6 +13,7 @@
 #include "ev/io_event.h"
 #include "net/address.h"
 #include "net/datagram_batch.h"
+#include "net/socket_ops.h"
 #include "net/unique_fd.h"
 #include "proto/control_codec.h"
 #include "proxy/close_reason.h"
@@ -170,6 +171,7 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   roles::StreamId next_client_id_ = 0;
   roles::StreamId next_server_id_ = 0;
   int client_streams_accepted_ = 0;
+  net::StreamSocketOptions stream_options_;
   std::unique_ptr<StreamDialer> dialer_;
   std::vector<std::unique_ptr<StreamRelay>> relays_;
   std::vector<std::unique_ptr<UdpFlow>> flows_;

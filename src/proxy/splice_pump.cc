@@ -21,8 +21,8 @@ constexpr int kRoundsPerWakeup = 8;
 // reading what it was sent (iperf3 closes its data sockets at TEST_END, and what it has not read
 // by then is not counted). Bytes still leaving the client's send buffer arrive within a tick or
 // two once the proxy has made room for them.
-constexpr long kDrainTickMs = 1;
-constexpr int kQuietTicksToDrain = 3;
+constexpr long kDrainTickMs = 2;
+constexpr int kQuietTicksToDrain = 5;
 
 }  // namespace
 

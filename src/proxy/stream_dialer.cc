@@ -19,11 +19,13 @@ StreamDialer::StreamDialer(ev::EventLoop& loop,
                            net::Address backend,
                            const proto::Cookie& cookie,
                            long deadline_ms,
+                           net::StreamSocketOptions options,
                            Callbacks callbacks)
     : loop_(loop),
       backend_(backend),
       cookie_(cookie),
       deadline_ms_(deadline_ms),
+      options_(std::move(options)),
       callbacks_(std::move(callbacks)),
       ack_poll_(loop, [this] { pollAcknowledged(); }),
       deadline_(loop, [this] { failCurrent(ETIMEDOUT); }) {}
@@ -48,7 +50,7 @@ void StreamDialer::startNext() {
     return;
   }
   --queued_;
-  current_ = net::startConnect(backend_);
+  current_ = net::startConnect(backend_, &options_);
   if (!current_) {
     failCurrent(errno);
     return;

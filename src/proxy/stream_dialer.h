@@ -7,6 +7,7 @@
 
 #include "ev/io_event.h"
 #include "net/address.h"
+#include "net/socket_ops.h"
 #include "net/unique_fd.h"
 #include "proto/cookie.h"
 
@@ -31,6 +32,7 @@ class StreamDialer {
                net::Address backend,
                const proto::Cookie& cookie,
                long deadline_ms,
+               net::StreamSocketOptions options,
                Callbacks callbacks);
   StreamDialer(const StreamDialer&) = delete;
   StreamDialer& operator=(const StreamDialer&) = delete;
@@ -53,6 +55,7 @@ class StreamDialer {
   net::Address backend_;
   proto::Cookie cookie_;
   long deadline_ms_;
+  net::StreamSocketOptions options_;
   Callbacks callbacks_;
   int queued_ = 0;
   int dialed_ = 0;

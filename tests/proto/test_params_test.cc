@@ -333,3 +333,31 @@ TEST(TestParamsTest, Names) {
 
 }  // namespace
 }  // namespace iperf3proxy::proto
+
+namespace iperf3proxy::proto {
+namespace {
+
+TEST(TestParamsTest, SocketOptionsTheProxyAppliesToItsOwnSockets) {
+  const TestParams params = parseOk(
+      R"({"tcp":true,"parallel":1,"congestion":"reno","TOS":16,"window":262144,"MSS":1400,)"
+      R"("fqrate":100000000,"nodelay":true})");
+  EXPECT_EQ(params.congestion, "reno");
+  EXPECT_EQ(params.tos, 16);
+  EXPECT_EQ(params.window, 262144);
+  EXPECT_EQ(params.mss, 1400);
+  EXPECT_EQ(params.fq_rate, 100000000U);
+  EXPECT_TRUE(params.nodelay);
+}
+
+TEST(TestParamsTest, SocketOptionsAbsentOrOutOfRangeAreNotApplied) {
+  const TestParams params = parseOk(R"({"tcp":true,"TOS":0,"window":-5,"MSS":"x"})");
+  EXPECT_FALSE(params.congestion);
+  EXPECT_FALSE(params.tos);
+  EXPECT_FALSE(params.window);
+  EXPECT_FALSE(params.mss);
+  EXPECT_FALSE(params.fq_rate);
+  EXPECT_FALSE(params.nodelay);
+}
+
+}  // namespace
+}  // namespace iperf3proxy::proto
