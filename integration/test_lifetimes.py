@@ -470,7 +470,7 @@ def test_embedded_server_restarts_and_stops(proxy_bin, tmp_path):
         assert process_state(second_pid) is None, (
             f"embedded server {second_pid} still there after the proxy exited: "
             f"state {process_state(second_pid)}")
-        assert "stopping" in proxy.log_text()
+        assert "stopped" in proxy.log_text()
     finally:
         proxy.stop()
         for pid in started_pids:
