@@ -106,6 +106,7 @@ int run(const app::Config& config) {
   if (embedded) {
     embedded->stop();
   }
+  spdlog::info("stats: {}", server.stats().toString());
   spdlog::info("stopped");
   return 0;
 }

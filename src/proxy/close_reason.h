@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 
 namespace iperf3proxy::proxy {
@@ -24,6 +25,9 @@ enum class CloseReason {
   TooManyTests,        // --max-tests sessions were already running
   Shutdown,            // the proxy is exiting
 };
+
+inline constexpr std::size_t kCloseReasonCount =
+    static_cast<std::size_t>(CloseReason::Shutdown) + 1;
 
 constexpr std::string_view closeReasonName(CloseReason reason) {
   switch (reason) {

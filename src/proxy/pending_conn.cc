@@ -18,9 +18,10 @@ PendingConn::PendingConn(
       readable_(loop, fd_.get(), ev::IoEvent::Kind::Read, [this] { onReadable(); }),
       deadline_(loop, [this] {
         finish();
-        callbacks_.on_rejected(*this, fmt::format("no complete cookie within the deadline "
-                                                  "({} of {} bytes)",
-                                                  have_, proto::kCookieSize));
+        callbacks_.on_rejected(*this, Rejection::Timeout,
+                               fmt::format("no complete cookie within the deadline "
+                                           "({} of {} bytes)",
+                                           have_, proto::kCookieSize));
       }) {
   readable_.enable();
   deadline_.armMs(deadline_ms);
@@ -42,10 +43,11 @@ void PendingConn::onReadable() {
   }
   if (n <= 0) {
     finish();
-    callbacks_.on_rejected(*this, n == 0 ? fmt::format("closed after {} bytes, before a complete "
-                                                       "cookie",
-                                                       have_)
-                                         : "read error: " + net::errnoText(errno));
+    callbacks_.on_rejected(*this, n == 0 ? Rejection::Closed : Rejection::ReadError,
+                           n == 0 ? fmt::format("closed after {} bytes, before a complete "
+                                                "cookie",
+                                                have_)
+                                  : "read error: " + net::errnoText(errno));
     return;
   }
   have_ += static_cast<std::size_t>(n);
@@ -53,7 +55,8 @@ void PendingConn::onReadable() {
   if (const auto bad = proto::firstInvalidCookieByte(std::span(buffer_.data(), have_))) {
     finish();
     callbacks_.on_rejected(
-        *this, fmt::format("not an iperf3 cookie (byte {} is 0x{:02x})", *bad, buffer_[*bad]));
+        *this, Rejection::Garbage,
+        fmt::format("not an iperf3 cookie (byte {} is 0x{:02x})", *bad, buffer_[*bad]));
     return;
   }
   if (have_ < proto::kCookieSize) {

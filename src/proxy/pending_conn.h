@@ -16,10 +16,13 @@ namespace iperf3proxy::proxy {
 // never more, so whatever follows (test data, a role byte) stays in the kernel for the relay.
 class PendingConn : public ev::DeferredDeletable {
  public:
+  // Why a connection never became part of a test (counted in the proxy's stats).
+  enum class Rejection { Garbage, Timeout, Closed, ReadError };
+
   // Exactly one of the two is called, once.
   struct Callbacks {
     std::function<void(PendingConn&, proto::Cookie, net::UniqueFd)> on_cookie;
-    std::function<void(PendingConn&, const std::string& why)> on_rejected;
+    std::function<void(PendingConn&, Rejection, const std::string& why)> on_rejected;
   };
 
   PendingConn(ev::EventLoop& loop,

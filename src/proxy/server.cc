@@ -22,6 +22,8 @@ constexpr long kAcceptPauseMs = 200;
 constexpr int kUdpBatchesPerWakeup = 4;
 // At most one log line per this interval about datagrams that were dropped.
 constexpr auto kUdpDropLogInterval = std::chrono::seconds(1);
+// How often the counters are logged (only when they changed).
+constexpr long kStatsIntervalMs = 60'000;
 
 std::string_view udpDropName(int why) {
   switch (why) {
@@ -40,11 +42,26 @@ Server::Server(ev::EventLoop& loop, const ProxySettings& settings, BackendLookup
     : loop_(loop),
       settings_(settings),
       backend_(std::move(backend)),
-      resume_accepting_(loop, [this] {
-        for (auto& listener : listeners_) {
-          listener.readable->enable();
-        }
-      }) {}
+      resume_accepting_(loop,
+                        [this] {
+                          for (auto& listener : listeners_) {
+                            listener.readable->enable();
+                          }
+                        }),
+      stats_tick_(loop, [this] {
+        logStatsIfChanged();
+        stats_tick_.armMs(kStatsIntervalMs);
+      }) {
+  stats_tick_.armMs(kStatsIntervalMs);
+}
+
+void Server::logStatsIfChanged() {
+  std::string line = stats_.toString();
+  if (line != last_stats_logged_) {
+    spdlog::info("stats: {}", line);
+    last_stats_logged_ = std::move(line);
+  }
+}
 
 Server::~Server() {
   shutdown();
@@ -115,12 +132,13 @@ void Server::onAcceptable(Listener& listener) {
     }
     auto pending = std::make_unique<PendingConn>(
         loop_, std::move(fd), peer, settings_.timeouts.cookie_ms,
-        PendingConn::Callbacks{[this](PendingConn& p, proto::Cookie cookie, net::UniqueFd conn) {
-                                 onCookie(p, cookie, std::move(conn));
-                               },
-                               [this](PendingConn& p, const std::string& why) {
-                                 onRejected(p, why);
-                               }});
+        PendingConn::Callbacks{
+            [this](PendingConn& p, proto::Cookie cookie, net::UniqueFd conn) {
+              onCookie(p, cookie, std::move(conn));
+            },
+            [this](PendingConn& p, PendingConn::Rejection kind, const std::string& why) {
+              onRejected(p, kind, why);
+            }});
     PendingConn* key = pending.get();
     pending_.emplace(key, std::move(pending));
     pending_order_.push_back(key);
@@ -172,7 +190,17 @@ void Server::onUdpReadable(Listener& listener) {
 
 void Server::dropDatagram(UdpDrop why, const net::Address& source) {
   const auto index = static_cast<std::size_t>(why);
-  ++udp_drops_[index];
+  switch (why) {
+    case UdpDrop::NoTest:
+      ++stats_.udp_no_test;
+      break;
+    case UdpDrop::SeveralTests:
+      ++stats_.udp_ambiguous;
+      break;
+    case UdpDrop::NotConnectMessage:
+      ++stats_.udp_not_connect;
+      break;
+  }
   const auto now = std::chrono::steady_clock::now();
   if (now - last_udp_drop_log_ < kUdpDropLogInterval) {
     ++udp_drops_unlogged_;
@@ -182,8 +210,8 @@ void Server::dropDatagram(UdpDrop why, const net::Address& source) {
   spdlog::warn(
       "dropped UDP datagram from {}: {} (dropped so far: {} no test, {} ambiguous, {} "
       "not a connect message; {} not logged)",
-      source.toString(), udpDropName(static_cast<int>(index)), udp_drops_[0], udp_drops_[1],
-      udp_drops_[2], udp_drops_unlogged_);
+      source.toString(), udpDropName(static_cast<int>(index)), stats_.udp_no_test,
+      stats_.udp_ambiguous, stats_.udp_not_connect, udp_drops_unlogged_);
   udp_drops_unlogged_ = 0;
 }
 
@@ -207,6 +235,7 @@ void Server::evictOldestPending() {
   // Idle and slow connections must not crowd out real tests: when too many have not shown a
   // cookie yet, the one that has waited longest makes room.
   PendingConn* oldest = pending_order_.front();
+  ++stats_.evicted_pending;
   spdlog::warn(
       "refused connection from {}: more than {} connections without a cookie; dropped "
       "the oldest",
@@ -216,12 +245,25 @@ void Server::evictOldestPending() {
 
 void Server::refuseTest(net::UniqueFd fd, const net::Address& peer, const std::string& why) {
   // ACCESS_DENIED: every iperf3 client prints "the server is busy running a test".
+  ++stats_.refused_tests;
   const std::uint8_t access_denied = 0xff;
   (void)::send(fd.get(), &access_denied, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
   spdlog::warn("refused a new test from {}: {}", peer.toString(), why);
 }
 
-void Server::onRejected(PendingConn& pending, const std::string& why) {
+void Server::onRejected(PendingConn& pending, PendingConn::Rejection kind, const std::string& why) {
+  switch (kind) {
+    case PendingConn::Rejection::Garbage:
+      ++stats_.refused_garbage;
+      break;
+    case PendingConn::Rejection::Timeout:
+      ++stats_.refused_timeout;
+      break;
+    case PendingConn::Rejection::Closed:
+    case PendingConn::Rejection::ReadError:
+      ++stats_.refused_closed;
+      break;
+  }
   spdlog::warn("refused connection from {}: {}", pending.peer().toString(), why);
   retire(pending);
 }
@@ -250,6 +292,7 @@ void Server::onCookie(PendingConn& pending, proto::Cookie cookie, net::UniqueFd 
 }
 
 void Server::onSessionClosed(Session& session) {
+  ++stats_.tests_ended[static_cast<std::size_t>(session.closeReason())];
   auto it = sessions_.find(session.cookie());
   if (it != sessions_.end() && it->second.get() == &session) {
     loop_.deferredDelete(std::move(it->second));
@@ -284,6 +327,7 @@ bool Server::backendFinishingTest(const Session& asking) {
 
 void Server::shutdown() {
   resume_accepting_.disarm();
+  stats_tick_.disarm();
   for (auto* group : {&listeners_, &udp_listeners_}) {
     for (auto& listener : *group) {
       if (listener.readable) {

@@ -18,6 +18,7 @@
 #include "proxy/pending_conn.h"
 #include "proxy/session.h"
 #include "proxy/settings.h"
+#include "proxy/stats.h"
 
 namespace iperf3proxy::proxy {
 
@@ -48,6 +49,8 @@ class Server : private SessionOwner {
 
   std::size_t sessionCount() const { return sessions_.size(); }
 
+  const ProxyStats& stats() const { return stats_; }
+
  private:
   struct Listener {
     net::UniqueFd fd;
@@ -63,7 +66,8 @@ class Server : private SessionOwner {
   void dropDatagram(UdpDrop why, const net::Address& source);
   void pauseAccepting();
   void onCookie(PendingConn& pending, proto::Cookie cookie, net::UniqueFd fd);
-  void onRejected(PendingConn& pending, const std::string& why);
+  void onRejected(PendingConn& pending, PendingConn::Rejection kind, const std::string& why);
+  void logStatsIfChanged();
   void retire(PendingConn& pending);
   void evictOldestPending();
   void refuseTest(net::UniqueFd fd, const net::Address& peer, const std::string& why);
@@ -84,13 +88,15 @@ class Server : private SessionOwner {
   std::vector<Listener> listeners_;
   std::vector<Listener> udp_listeners_;
   net::DatagramBatch udp_batch_;
-  std::uint64_t udp_drops_[3] = {0, 0, 0};
+  ProxyStats stats_;
+  std::string last_stats_logged_;
   std::uint64_t udp_drops_unlogged_ = 0;
   std::chrono::steady_clock::time_point last_udp_drop_log_{};
   std::unordered_map<PendingConn*, std::unique_ptr<PendingConn>> pending_;
   std::deque<PendingConn*> pending_order_;  // oldest first, for eviction
   std::unordered_map<proto::Cookie, std::unique_ptr<Session>, proto::CookieHash> sessions_;
   ev::Timer resume_accepting_;
+  ev::Timer stats_tick_;
   bool draining_ = false;
   std::function<void()> drained_;
 };

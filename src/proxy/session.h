@@ -84,6 +84,8 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
 
   bool closed() const { return closed_; }
 
+  CloseReason closeReason() const { return reason_; }
+
  private:
   struct PendingStream {
     net::UniqueFd fd;
