@@ -22,6 +22,30 @@ constexpr long kDurationGraceMs = 10'000;
 // What the iperf3 server writes on a data connection it refuses.
 constexpr std::uint8_t kAccessDeniedByte = 0xff;
 
+// The first byte waiting on a socket, read or only peeked at.
+struct FirstByte {
+  enum class Status { Data, Eof, Again, Error } status;
+  std::uint8_t byte = 0;
+  int error = 0;
+};
+
+FirstByte readFirstByte(int fd, int flags) {
+  FirstByte result{FirstByte::Status::Data};
+  const ssize_t n = ::recv(fd, &result.byte, 1, flags | MSG_DONTWAIT);
+  if (n == 1) {
+    return result;
+  }
+  if (n == 0) {
+    result.status = FirstByte::Status::Eof;
+  } else if (errno == EAGAIN || errno == EINTR) {
+    result.status = FirstByte::Status::Again;
+  } else {
+    result.status = FirstByte::Status::Error;
+    result.error = errno;
+  }
+  return result;
+}
+
 void putBigEndian32(std::uint8_t* out, std::int32_t value) {
   const auto v = static_cast<std::uint32_t>(value);
   out[0] = static_cast<std::uint8_t>(v >> 24);
@@ -349,30 +373,38 @@ void Session::attachStream(net::UniqueFd fd, const net::Address& peer) {
   }
 }
 
-void Session::readRoleByte(roles::StreamId id) {
-  PendingStream& stream = client_streams_.at(id);
+void Session::watchStream(PendingStream& stream, std::function<void()> on_readable) {
   stream.watch = std::make_unique<ev::IoEvent>(loop_, stream.fd.get(), ev::IoEvent::Kind::Read,
-                                               [this, id] { onRoleByteReadable(id); });
+                                               std::move(on_readable));
   stream.watch->enable();
 }
 
+Session::PendingStream* Session::findPending(std::map<roles::StreamId, PendingStream>& streams,
+                                             roles::StreamId id) {
+  auto it = streams.find(id);
+  return closed_ || it == streams.end() ? nullptr : &it->second;
+}
+
+void Session::readRoleByte(roles::StreamId id) {
+  watchStream(client_streams_.at(id), [this, id] { onRoleByteReadable(id); });
+}
+
 void Session::onRoleByteReadable(roles::StreamId id) {
-  auto it = client_streams_.find(id);
-  if (closed_ || it == client_streams_.end()) {
+  PendingStream* stream = findPending(client_streams_, id);
+  if (stream == nullptr) {
     return;
   }
-  PendingStream& stream = it->second;
-  std::uint8_t byte = 0;
-  const ssize_t n = ::recv(stream.fd.get(), &byte, 1, MSG_DONTWAIT);
-  if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+  // Read, not peeked: the role byte is the proxy's and never reaches the server.
+  const FirstByte first = readFirstByte(stream->fd.get(), 0);
+  if (first.status == FirstByte::Status::Again) {
     return;
   }
-  retireWatch(stream);
-  if (n != 1) {
+  retireWatch(*stream);
+  if (first.status != FirstByte::Status::Data) {
     close(CloseReason::StreamClosedEarly, "data connection closed before its role byte");
     return;
   }
-  registerClientStream(id, roles::decodeRoleByte(byte));
+  registerClientStream(id, roles::decodeRoleByte(first.byte));
 }
 
 void Session::registerClientStream(roles::StreamId id, std::optional<roles::RoleByte> role_byte) {
@@ -384,29 +416,25 @@ void Session::registerClientStream(roles::StreamId id, std::optional<roles::Role
 }
 
 void Session::watchClientStream(roles::StreamId id) {
-  PendingStream& stream = client_streams_.at(id);
-  stream.watch = std::make_unique<ev::IoEvent>(loop_, stream.fd.get(), ev::IoEvent::Kind::Read,
-                                               [this, id] { onClientStreamReadable(id); });
-  stream.watch->enable();
+  watchStream(client_streams_.at(id), [this, id] { onClientStreamReadable(id); });
 }
 
 void Session::onClientStreamReadable(roles::StreamId id) {
-  auto it = client_streams_.find(id);
-  if (closed_ || it == client_streams_.end()) {
+  PendingStream* stream = findPending(client_streams_, id);
+  if (stream == nullptr) {
     return;
   }
-  PendingStream& stream = it->second;
-  std::uint8_t byte = 0;
   // Peek only: the byte is test data and goes to the server once the connection is paired.
-  const ssize_t n = ::recv(stream.fd.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+  const FirstByte first = readFirstByte(stream->fd.get(), MSG_PEEK);
+  if (first.status == FirstByte::Status::Again) {
     return;
   }
-  stream.watch->disable();
-  if (n != 1) {
+  stream->watch->disable();
+  if (first.status != FirstByte::Status::Data) {
     close(CloseReason::StreamClosedEarly,
-          n == 0 ? "client closed a data connection before its role was known"
-                 : "client data connection: " + net::errnoText(errno));
+          first.status == FirstByte::Status::Eof
+              ? "client closed a data connection before its role was known"
+              : "client data connection: " + net::errnoText(first.error));
     return;
   }
   // Test data from the client: this connection is one of the client's senders.
@@ -423,26 +451,22 @@ void Session::onServerStreamReady(net::UniqueFd fd) {
   resolver_->addServerStream(id);
   if (params_->mode == proto::TestMode::Bidirectional) {
     // Confirmation: the server's senders write as soon as the test runs, its receivers never do.
-    stream.watch = std::make_unique<ev::IoEvent>(loop_, stream.fd.get(), ev::IoEvent::Kind::Read,
-                                                 [this, id] { onServerStreamReadable(id); });
-    stream.watch->enable();
+    watchStream(stream, [this, id] { onServerStreamReadable(id); });
   }
   settlePairs(resolver_->takeSettled());
 }
 
 void Session::onServerStreamReadable(roles::StreamId id) {
-  auto it = server_streams_.find(id);
-  if (closed_ || it == server_streams_.end()) {
+  PendingStream* stream = findPending(server_streams_, id);
+  if (stream == nullptr) {
     return;
   }
-  PendingStream& stream = it->second;
-  std::uint8_t byte = 0;
-  const ssize_t n = ::recv(stream.fd.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+  const FirstByte first = readFirstByte(stream->fd.get(), MSG_PEEK);
+  if (first.status == FirstByte::Status::Again) {
     return;
   }
-  stream.watch->disable();
-  if (n != 1) {
+  stream->watch->disable();
+  if (first.status != FirstByte::Status::Data) {
     close(CloseReason::StreamClosedEarly, "backend closed a data connection before pairing");
     return;
   }

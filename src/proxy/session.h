@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -117,6 +118,8 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   void onClientStreamReadable(roles::StreamId id);
   void onServerStreamReady(net::UniqueFd fd);
   void onServerStreamReadable(roles::StreamId id);
+  void watchStream(PendingStream& stream, std::function<void()> on_readable);
+  PendingStream* findPending(std::map<roles::StreamId, PendingStream>& streams, roles::StreamId id);
   void retireWatch(PendingStream& stream);
   void settlePairs(std::vector<roles::Pairing> pairs);
   void startRelay(const roles::Pairing& pairing);
