@@ -13,11 +13,15 @@ set -u -o pipefail
 # ---------------------------------------------------------------------------
 # Scenarios: one line each, "name|iperf3 client arguments".  The name is what
 # --scenarios filters on; the arguments are shown in the table.  Bidirectional
-# scenarios are recognised from the --bidir argument.
+# scenarios are recognised from the --bidir argument, UDP ones from -u/--udp:
+# those run over direct and proxy only (HAProxy cannot relay UDP), with -O 0,
+# and are reported in a table of their own (receiver Gbit/s and loss %).
 # ---------------------------------------------------------------------------
 SCENARIOS=(
     "P1|-P 1"
     "bidir|--bidir"
+    "udp|-u -b 1G -l 1400"
+    "udp-R|-u -b 1G -l 1400 -R"
 )
 
 # ---------------------------------------------------------------------------
@@ -49,7 +53,8 @@ usage() {
 usage: bench/run_bench.sh [options]
 
   -t, --time SECS        iperf3 -t per run (env BENCH_TIME, default 5)
-  -O, --omit SECS        iperf3 -O, slow start left out (env BENCH_OMIT, default 1)
+  -O, --omit SECS        iperf3 -O, slow start left out (env BENCH_OMIT, default 1;
+                         UDP scenarios always run with -O 0)
   -r, --rounds N         rounds; each round runs every scenario over every path
                          (env BENCH_ROUNDS, default 3); the median is reported
       --cpu              record CPU seconds of iperf3-proxy and haproxy per GB
@@ -163,14 +168,15 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 # ---------------------------------------------------------------------------
-# Ports: pick free ones by looking at /proc/net/tcp{,6} (nothing connects).
+# Ports: pick free ones by looking at /proc/net/{tcp,udp}{,6} (nothing connects;
+# the proxy and, during UDP tests, iperf3 -s use the same port number for UDP).
 # ---------------------------------------------------------------------------
 USED_PORTS=" "
-port_in_use() {  # any socket, any state, with this local port
+port_in_use() {  # any TCP or UDP socket, any state, with this local port
     local hex
     hex=$(printf '%04X' "$1")
     awk -v h="$hex" 'FNR > 1 { split($2, a, ":"); if (a[2] == h) { found = 1; exit } }
-                     END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+                     END { exit !found }' /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6 2>/dev/null
 }
 free_port() {  # free_port VAR: sets VAR (no subshell, so USED_PORTS sticks)
     local p i
@@ -308,9 +314,16 @@ path_port() { case $1 in direct) echo "$SERVER_PORT" ;; proxy) echo "$PROXY_PORT
 path_pid() { case $1 in proxy) echo "$PROXY_PID" ;; haproxy) echo "$HAPROXY_PID" ;; *) echo "" ;; esac; }
 path_state() { case $1 in proxy) echo "$PROXY_STATE" ;; haproxy) echo "$HAPROXY_STATE" ;; *) echo ok ;; esac; }
 
-# Parse a client's JSON into: error fwd_bps fwd_bytes rev_bps rev_bytes moved_bytes
+# Parse a client's JSON into:
+#   error fwd_bps fwd_bytes rev_bps rev_bytes moved_bytes fwd_lost_pct rev_lost_pct sent_bytes
 # (receiver-side numbers; rev_* are -1 for one-way runs; moved_bytes counts every
 # interval including the -O ones, which is what a proxy forwarded meanwhile).
+# For UDP, iperf3 3.12 puts the receiver's numbers in end.sum_received (bytes,
+# bits_per_second) whichever side receives, so -R needs nothing special (end.sum
+# holds the sender's rate); the loss (lost_packets/packets/lost_percent) is in
+# end.sum and end.sum_received alike, and for --bidir the s->c one is in
+# end.sum_received_bidir_reverse.  The lost fields are -1 for TCP.  sent_bytes is
+# what the sender(s) sent (end.sum_sent, plus its _bidir_reverse twin).
 parse_json() {
     jq -r '
         def n: if . == null then 0 else . end;
@@ -319,33 +332,42 @@ parse_json() {
           (.end.sum_received.bytes | n),
           (if .end.sum_received_bidir_reverse then .end.sum_received_bidir_reverse.bits_per_second | n else -1 end),
           (if .end.sum_received_bidir_reverse then .end.sum_received_bidir_reverse.bytes | n else -1 end),
-          ([.intervals[]? | ((.sum.bytes | n) + (.sum_bidir_reverse.bytes | n))] | add // 0)
+          ([.intervals[]? | ((.sum.bytes | n) + (.sum_bidir_reverse.bytes | n))] | add // 0),
+          (.end.sum.lost_percent // -1),
+          (.end.sum_received_bidir_reverse.lost_percent // -1),
+          ((.end.sum_sent.bytes | n) + (.end.sum_sent_bidir_reverse.bytes | n))
         ] | @tsv' "$1" 2>/dev/null
 }
 
 RAW=$TMP/raw.tsv
-printf 'scenario\tpath\tround\tstatus\tfwd_bps\trev_bps\tmoved_bytes\tcpu_ticks\tnote\n' >"$RAW"
+printf 'scenario\tpath\tround\tstatus\tfwd_bps\trev_bps\tmoved_bytes\tcpu_ticks\tnote\tfwd_lost_pct\trev_lost_pct\n' >"$RAW"
+
+is_udp() { [[ " $1 " == *" -u "* || " $1 " == *" --udp "* ]]; }  # is_udp "ARGS"
 
 run_one() {  # run_one ROUND SCENARIO_LINE PATH
     local round=$1 name=${2%%|*} args=${2#*|} path=$3
     local port pid json rc t0=0 t1=0 attempt parsed err fwd fwd_b rev rev_b moved status note bidir=0
+    local udp=0 omit=$OMIT lost_f=-1 lost_r=-1 sent=0
     [[ " $args " == *" --bidir "* ]] && bidir=1
+    # UDP has no slow start to leave out, and iperf3 3.12 miscounts UDP loss with
+    # --omit (lost_percent can exceed 100 %: esnet/iperf#1489), so UDP runs use -O 0.
+    is_udp "$args" && udp=1 omit=0
     port=$(path_port "$path")
     pid=$(path_pid "$path")
     json=$TMP/$name.$path.r$round.json
     for attempt in 1 2; do
         [[ $CPU == 1 && -n $pid ]] && t0=$(cpu_ticks "$pid")
         # shellcheck disable=SC2086  # args is a word list
-        timeout -k 2 $((DURATION + OMIT + CLIENT_MARGIN)) \
-            iperf3 -c 127.0.0.1 -p "$port" -t "$DURATION" -O "$OMIT" -J $args >"$json" 2>"$json.err" &
+        timeout -k 2 $((DURATION + omit + CLIENT_MARGIN)) \
+            iperf3 -c 127.0.0.1 -p "$port" -t "$DURATION" -O "$omit" -J $args >"$json" 2>"$json.err" &
         CLIENT_PID=$!
         wait "$CLIENT_PID"
         rc=$?
         CLIENT_PID=""
         [[ $CPU == 1 && -n $pid ]] && t1=$(cpu_ticks "$pid")
         parsed=$(parse_json "$json")
-        err="" fwd=0 fwd_b=0 rev=-1 rev_b=-1 moved=0
-        [[ -n $parsed ]] && IFS=$'\t' read -r err fwd fwd_b rev rev_b moved <<<"$parsed"
+        err="" fwd=0 fwd_b=0 rev=-1 rev_b=-1 moved=0 lost_f=-1 lost_r=-1 sent=0
+        [[ -n $parsed ]] && IFS=$'\t' read -r err fwd fwd_b rev rev_b moved lost_f lost_r sent <<<"$parsed"
         [[ $err == - ]] && err=""
         # A busy server (left over from a previous run) is not the path's fault: retry once.
         if [[ $rc != 0 && $err == *busy* && $attempt == 1 ]]; then
@@ -356,9 +378,12 @@ run_one() {  # run_one ROUND SCENARIO_LINE PATH
         fi
         break
     done
+    # UDP: a forwarder handles the datagrams lost after it at the receiver too (where
+    # most loopback loss happens), so "moved" is what the sender(s) sent.
+    ((udp)) && moved=$sent
     status=ok note=-
     if [[ $rc == 124 || $rc == 137 ]]; then
-        status=fail note="client hung, killed after $((DURATION + OMIT + CLIENT_MARGIN))s"
+        status=fail note="client hung, killed after $((DURATION + omit + CLIENT_MARGIN))s"
     elif [[ $rc != 0 || -z $parsed || -n $err ]]; then
         status=fail note="client rc=$rc${err:+: $err}"
     elif ((bidir)) && [[ $fwd_b == 0 || $rev_b == 0 ]]; then
@@ -366,10 +391,16 @@ run_one() {  # run_one ROUND SCENARIO_LINE PATH
     elif [[ $fwd_b == 0 ]]; then
         status=zero note="zero bytes"
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$path" "$round" "$status" \
-        "$fwd" "$rev" "$moved" $((t1 - t0)) "$note" >>"$RAW"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$path" "$round" "$status" \
+        "$fwd" "$rev" "$moved" $((t1 - t0)) "$note" "$lost_f" "$lost_r" >>"$RAW"
     if [[ $status == ok ]]; then
-        if ((bidir)); then
+        if ((udp && bidir)); then
+            log "$(awk -v a="$fwd" -v b="$rev" -v la="$lost_f" -v lb="$lost_r" -v s="$name" -v p="$path" -v r="$round" \
+                'BEGIN { printf "round %s %-6s %-8s c->s %.2f Gbit/s, loss %.1f %%; s->c %.2f Gbit/s, loss %.1f %%", r, s, p, a/1e9, la, b/1e9, lb }')"
+        elif ((udp)); then
+            log "$(awk -v a="$fwd" -v la="$lost_f" -v s="$name" -v p="$path" -v r="$round" \
+                'BEGIN { printf "round %s %-6s %-8s %7.2f Gbit/s received, loss %.1f %%", r, s, p, a/1e9, la }')"
+        elif ((bidir)); then
             log "$(awk -v a="$fwd" -v b="$rev" -v s="$name" -v p="$path" -v r="$round" \
                 'BEGIN { printf "round %s %-6s %-8s %7.2f Gbit/s (c->s %.2f, s->c %.2f)", r, s, p, (a+b)/1e9, a/1e9, b/1e9 }')"
         else
@@ -377,7 +408,7 @@ run_one() {  # run_one ROUND SCENARIO_LINE PATH
                 'BEGIN { printf "round %s %-6s %-8s %7.2f Gbit/s", r, s, p, a/1e9 }')"
         fi
     else
-        log "round $round $name $path: $( ((bidir)) && echo DEADLOCK || echo FAILED ) ($note)"
+        log "round $round $name $path: $( ((bidir && !udp)) && echo DEADLOCK || echo FAILED ) ($note)"
         # The server may still sit in the broken test; give the next run a clean one.
         restart_server
     fi
@@ -401,6 +432,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         for ((k = 0; k < n; k++)); do
             path=${PATHS[(k + round - 1) % n]}
             [[ $(path_state "$path") == ok ]] || continue
+            [[ $path == haproxy ]] && is_udp "${scen#*|}" && continue   # HAProxy relays no UDP
             if [[ $path != direct ]] && ! kill -0 "$(path_pid "$path")" 2>/dev/null; then
                 log "$path died; its last output:"
                 tail -n 20 "$TMP/$path.log" >&2
@@ -423,7 +455,9 @@ echo "iperf3-proxy benchmark: $(iperf3 --version 2>/dev/null | head -n 1)"
 [[ $HAPROXY_STATE != ok || " ${PATHS[*]} " != *" haproxy "* ]] ||
     echo "haproxy: $("$HAPROXY_BIN" -v 2>/dev/null | head -n 1 | cut -d' ' -f1-3), splice=$HAPROXY_SPLICE, nbthread=${HAPROXY_NBTHREAD:-default}"
 [[ " ${PATHS[*]} " != *" proxy "* ]] || echo "proxy: $PROXY_BIN ($PROXY_STATE)"
-echo "host: $(uname -sr), $(nproc) CPU(s); -t $DURATION -O $OMIT, $ROUNDS round(s), median per path"
+UDP_NOTE=""
+for s in "${RUN_SCENARIOS[@]}"; do is_udp "${s#*|}" && UDP_NOTE=" (UDP: -O 0)"; done
+echo "host: $(uname -sr), $(nproc) CPU(s); -t $DURATION -O $OMIT$UDP_NOTE, $ROUNDS round(s), median per path"
 
 "$PY" - "$RAW" "$CLK_TCK" "$CPU" "${PATHS[*]}" "$SCEN_ARG" \
     "direct=ok" "proxy=$PROXY_STATE" "haproxy=$HAPROXY_STATE" <<'PYEOF'
@@ -431,7 +465,10 @@ import csv, statistics, sys
 
 raw, clk_tck, cpu_on, paths, scen_arg = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4].split(), sys.argv[5]
 states = dict(a.split("=", 1) for a in sys.argv[6:])
-scenarios = [l.split("|", 1) for l in scen_arg.splitlines() if l]
+all_scenarios = [l.split("|", 1) for l in scen_arg.splitlines() if l]
+is_udp = lambda args: bool({"-u", "--udp"} & set(args.split()))
+scenarios = [s for s in all_scenarios if not is_udp(s[1])]        # TCP
+udp_scenarios = [s for s in all_scenarios if is_udp(s[1])]
 cols = ["direct", "proxy", "haproxy"]
 
 runs = list(csv.DictReader(open(raw), delimiter="\t"))
@@ -475,19 +512,23 @@ for name, args in scenarios:
                     [ratio(meds["proxy"], meds["direct"]), ratio(meds["proxy"], meds["haproxy"]),
                      ratio(meds["haproxy"], meds["direct"])])
 
-head = ["scenario", "direct Gbit/s", "proxy Gbit/s", "haproxy Gbit/s", "proxy/direct", "proxy/haproxy", "haproxy/direct"]
-w = [max(len(str(x[i])) for x in rows + [head]) for i in range(len(head))]
-print()
-print("  ".join(h.ljust(w[i]) if i == 0 else h.rjust(w[i]) for i, h in enumerate(head)))
-for r in rows:
-    print("  ".join(str(c).ljust(w[i]) if i == 0 else str(c).rjust(w[i]) for i, c in enumerate(r)))
-print()
-print("NOTE: absolute Gbit/s on this machine are noise (shared loopback, client, server and")
-print("proxy on the same few CPUs); the claim is the ratios. Throughput is receiver-side;")
-print("'(k/n dl)' = k of n runs deadlocked (zero-byte direction or hung/failed client);")
-print("medians are over the runs that completed.")
+def print_table(head, rows):
+    w = [max(len(str(x[i])) for x in rows + [head]) for i in range(len(head))]
+    print("  ".join(h.ljust(w[i]) if i == 0 else h.rjust(w[i]) for i, h in enumerate(head)))
+    for r in rows:
+        print("  ".join(str(c).ljust(w[i]) if i == 0 else str(c).rjust(w[i]) for i, c in enumerate(r)))
 
-if cpu_on:
+if scenarios:
+    head = ["scenario", "direct Gbit/s", "proxy Gbit/s", "haproxy Gbit/s", "proxy/direct", "proxy/haproxy", "haproxy/direct"]
+    print()
+    print_table(head, rows)
+    print()
+    print("NOTE: absolute Gbit/s on this machine are noise (shared loopback, client, server and")
+    print("proxy on the same few CPUs); the claim is the ratios. Throughput is receiver-side;")
+    print("'(k/n dl)' = k of n runs deadlocked (zero-byte direction or hung/failed client);")
+    print("medians are over the runs that completed.")
+
+if cpu_on and scenarios:
     print()
     print("CPU time of the forwarding process per GB moved (utime+stime from /proc/PID/stat,")
     print("all directions and -O intervals counted; lower is better):")
@@ -502,11 +543,60 @@ if cpu_on:
             vals[p] = secs / gb if gb > 0 else None
         crows.append([args] + [f"{vals[p]:.3f}" if vals[p] is not None else "-" for p in ("proxy", "haproxy")]
                      + [ratio(vals["proxy"], vals["haproxy"])])
-    cw = [max(len(str(x[i])) for x in crows + [chead]) for i in range(len(chead))]
-    print("  ".join(h.ljust(cw[i]) if i == 0 else h.rjust(cw[i]) for i, h in enumerate(chead)))
-    for r in crows:
-        print("  ".join(str(c).ljust(cw[i]) if i == 0 else str(c).rjust(cw[i]) for i, c in enumerate(r)))
+    print_table(chead, crows)
     print(f"(clock tick = 1/{clk_tck} s; short runs give coarse numbers: use -t 10 or more)")
+
+if udp_scenarios:
+    # One row per direction: receiver Gbit/s and iperf3's lost_percent, each the
+    # median over the runs that completed (the two medians may come from different
+    # rounds).  HAProxy cannot relay UDP, so its column holds no numbers.
+    def udp_cells(path, rs, bps_key, lost_key):  # -> gbit text, loss text, gbit median, loss median
+        if path not in paths:
+            return "-", "-", None, None
+        if states.get(path, "ok") != "ok" and not rs:
+            return states[path], "-", None, None
+        if not rs:
+            return "no runs", "-", None, None
+        ok = [r for r in rs if r["status"] == "ok"]
+        if not ok:
+            return "failed", "-", None, None
+        gbit = statistics.median(float(r[bps_key]) / 1e9 for r in ok)
+        loss = statistics.median(float(r[lost_key]) for r in ok)
+        bad = len(rs) - len(ok)
+        return f"{gbit:.2f}" + (f" ({bad}/{len(rs)} fail)" if bad else ""), f"{loss:.2f}", gbit, loss
+
+    def proxy_cpu(name):
+        # CPU of the proxy per GB the sender(s) sent (moved_bytes of UDP runs): the
+        # proxy relays them all unless its own socket overflows.
+        ok = [r for r in cell_runs(name, "proxy") if r["status"] == "ok"]
+        gb = sum(float(r["moved_bytes"]) for r in ok) / 1e9
+        secs = sum(int(r["cpu_ticks"]) for r in ok) / clk_tck
+        return f"{secs / gb:.3f}" if gb > 0 else "-"
+
+    uhead = ["scenario", "direct Gbit/s", "direct loss %", "proxy Gbit/s", "proxy loss %", "haproxy",
+             "proxy/direct", "loss proxy-direct (pp)"] + (["proxy CPU s/GB"] if cpu_on else [])
+    urows = []
+    for name, args in udp_scenarios:
+        bidir = " --bidir " in f" {args} "
+        parts = [("c->s", "fwd_bps", "fwd_lost_pct"), ("s->c", "rev_bps", "rev_lost_pct")] if bidir \
+            else [("", "fwd_bps", "fwd_lost_pct")]
+        for i, (label, bps_key, lost_key) in enumerate(parts):
+            dt, dl, dg, dlv = udp_cells("direct", cell_runs(name, "direct"), bps_key, lost_key)
+            pt, pl, pg, plv = udp_cells("proxy", cell_runs(name, "proxy"), bps_key, lost_key)
+            diff = f"{plv - dlv:+.2f}" if None not in (plv, dlv) else "-"
+            row = [f"{args} {label}".strip(), dt, dl, pt, pl, "n/a (no UDP)", ratio(pg, dg), diff]
+            if cpu_on:  # a --bidir scenario's CPU covers both directions: shown on its first row
+                row.append(proxy_cpu(name) if i == 0 else "")
+            urows.append(row)
+    print()
+    print("UDP (HAProxy relays no UDP); receiver-side Gbit/s and iperf3's lost_percent,")
+    print("median per path over the runs that completed; UDP runs use -O 0:")
+    print_table(uhead, urows)
+    print()
+    print("NOTE: -b is only the sender's target. Client, server and proxy share the same few CPUs,")
+    print("so loss through the proxy reflects that contention as much as the proxy itself.")
+    if cpu_on:
+        print("UDP CPU s/GB counts the GB the sender sent, lost ones included (--bidir: both directions).")
 
 fails = [r for r in runs if r["status"] != "ok"]
 if fails:
