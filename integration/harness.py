@@ -30,6 +30,7 @@ import dataclasses
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -199,6 +200,26 @@ def is_listening(pid: int, port: int) -> bool:
     return bool(listening) and bool(listening & _process_socket_inodes(pid))
 
 
+def connected_sockets(pid: int) -> int:
+    """How many TCP sockets process `pid` holds that are not listening (its connections).
+
+    An iperf3 server with none is between tests: it closes every connection of a test when
+    the test ends, however it ended.
+    """
+    own = _process_socket_inodes(pid)
+    found = 0
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) >= 10 and fields[3] != _TCP_LISTEN and fields[9] in own:
+                found += 1
+    return found
+
+
 # --------------------------------------------------------------------------------------------
 # Managed processes
 # --------------------------------------------------------------------------------------------
@@ -207,9 +228,12 @@ def is_listening(pid: int, port: int) -> bool:
 class _ManagedProcess:
     """A long-running child in its own process group with output in a log file."""
 
-    def __init__(self, argv: list[str], log_path: Path):
+    def __init__(self, argv: list[str], log_path: Path,
+                 preexec_fn: Optional[Callable[[], None]] = None):
         self.argv = argv
         self.log_path = log_path
+        # Runs in the child between fork and exec, e.g. to lower its resource limits.
+        self.preexec_fn = preexec_fn
         self.proc: Optional[subprocess.Popen] = None
 
     def _spawn(self) -> None:
@@ -217,7 +241,8 @@ class _ManagedProcess:
             # start_new_session: the child leads its own process group, so teardown can
             # signal exactly that group (and anything it forked) by id.
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=self.preexec_fn)
 
     @property
     def pid(self) -> int:
@@ -329,12 +354,13 @@ class Proxy(_ManagedProcess):
 
     Runs `iperf3-proxy -p PORT [--backend HOST:PORT] --log-level debug [extra]` with stdout and
     stderr in a log file, and waits for its "ready" line. `backend` may be "host:port" or a
-    port number (meaning 127.0.0.1).
+    port number (meaning 127.0.0.1). `rlimit_nofile` caps the proxy's open files (soft and
+    hard), e.g. to drive it into EMFILE.
     """
 
     def __init__(self, port: int, backend=None, extra_args: Iterable[str] = (),
                  netns: Optional[str] = None, binary: Optional[os.PathLike] = None,
-                 log_dir: Optional[os.PathLike] = None):
+                 log_dir: Optional[os.PathLike] = None, rlimit_nofile: Optional[int] = None):
         self.port = port
         self.netns = netns
         self.binary = Path(binary) if binary else proxy_binary()
@@ -344,7 +370,11 @@ class Proxy(_ManagedProcess):
                 backend = f"127.0.0.1:{backend}"
             argv += ["--backend", str(backend)]
         argv += ["--log-level", "debug", *extra_args]
-        super().__init__(argv, _log_path(log_dir, f"proxy-{port}"))
+        preexec = None
+        if rlimit_nofile is not None:
+            def preexec() -> None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (rlimit_nofile, rlimit_nofile))
+        super().__init__(argv, _log_path(log_dir, f"proxy-{port}"), preexec_fn=preexec)
         self.exit_code: Optional[int] = None
 
     def start(self, timeout: float = START_TIMEOUT_S) -> "Proxy":
@@ -458,18 +488,23 @@ class ClientResult:
 
 
 def run_client(port: int, args: Sequence[str], timeout: float, netns: Optional[str] = None,
-               host: str = "127.0.0.1", binary: Optional[str] = None) -> ClientResult:
+               host: str = "127.0.0.1", binary: Optional[str] = None,
+               env: Optional[dict] = None, json_output: bool = True) -> ClientResult:
     """Run `iperf3 -c HOST -p PORT -J ARGS` with a hard timeout.
 
     On expiry the client is reported as hung. It first gets SIGTERM, so it sends
     CLIENT_TERMINATE to the server (which then ends the test, freeing the server) and prints
     its partial JSON; if it is still alive after a short grace it gets SIGKILL.
+
+    env: extra environment variables for the client (e.g. IPERF3_PASSWORD), on top of ours.
+    json_output=False leaves out -J (plain-text output; the result's `json` is then None).
     """
-    argv = netns_prefix(netns) + [binary or iperf3_binary(), "-c", host, "-p", str(port), "-J",
-                                  *args]
+    argv = netns_prefix(netns) + [binary or iperf3_binary(), "-c", host, "-p", str(port),
+                                  *(["-J"] if json_output else []), *args]
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, **env} if env else None)
     hung = False
     try:
         out, err = proc.communicate(timeout=timeout)

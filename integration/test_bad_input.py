@@ -14,9 +14,9 @@ Every case runs a real `iperf3 -s` (Debian's 3.12) behind a fresh proxy and chec
      right after it when the hostile connection legitimately owned the single-test backend (the
      proxy must have released the backend, not left it waiting for bytes that never come).
 
-The malformed control conversations are spoken by `FakeClient`, a few lines of Python that send
-a cookie, wait for PARAM_EXCHANGE, send the params and so on, and can break the protocol at any
-chosen point.
+The malformed control conversations are spoken by `FakeClient` (fake_client.py), a few lines
+of Python that send a cookie, wait for PARAM_EXCHANGE, send the params and so on, and can break
+the protocol at any chosen point.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import random
 import re
 import signal
 import socket
@@ -39,145 +38,19 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
+from fake_client import (  # noqa: E402
+    ACCESS_DENIED, BASE_PARAMS, CLIENT_TIMEOUT_S, CREATE_STREAMS, DISPLAY_RESULTS,
+    EXCHANGE_RESULTS, IERECVPARAMS, IO_TIMEOUT_S, IPERF_DONE, PARAM_EXCHANGE, PROMPT_S,
+    RECEIVING_RETRANSMITS, SERVER_ERROR, TEST_END, TEST_RUNNING, TEST_START, FakeClient,
+    assert_real_test_passes, client_results, context, dial, drain, local_port, new_cookie,
+    read_until_closed, run_real_after, wait_log, wait_session_end)
+from fake_client import rng as _rng  # noqa: E402
 
 # The cookie deadline the proxy runs with in these tests (its default is 10 s).
 COOKIE_TIMEOUT_MS = 500
 # A real test that runs while the hostile connection does its thing.
 REAL_ARGS = ["-t", "2", "-P", "2"]
 REAL_PARALLEL = 2
-# A real test run right after a hostile session, to show the backend was released.
-AFTER_ARGS = ["--bidir", "-t", "1"]
-CLIENT_TIMEOUT_S = 20.0
-# Bound for one socket operation of the fake client and for "the proxy reacts at once".
-IO_TIMEOUT_S = 5.0
-PROMPT_S = 2.0
-
-# iperf3 state bytes (protocol doc §1.3).
-TEST_START = 0x01
-TEST_RUNNING = 0x02
-TEST_END = 0x04
-PARAM_EXCHANGE = 0x09
-CREATE_STREAMS = 0x0A
-EXCHANGE_RESULTS = 0x0D
-DISPLAY_RESULTS = 0x0E
-IPERF_DONE = 0x10
-ACCESS_DENIED = 0xFF
-SERVER_ERROR = 0xFE
-IERECVPARAMS = 114
-
-# The parameters a 3.12 `iperf3 -c -t 1` sends, give or take.
-BASE_PARAMS = {"tcp": True, "omit": 0, "time": 1, "num": 0, "blockcount": 0, "parallel": 1,
-               "len": 131072, "pacing_timer": 1000, "client_version": "3.12"}
-
-SEED = int(os.environ.get("IPERF3_PROXY_TEST_SEED", time.time_ns() % 2**32))
-_rng = random.Random(SEED)
-COOKIE_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
-
-
-def new_cookie() -> bytes:
-    return "".join(_rng.choice(COOKIE_ALPHABET) for _ in range(36)).encode() + b"\0"
-
-
-# --------------------------------------------------------------------------------------------
-# Sockets
-# --------------------------------------------------------------------------------------------
-
-
-def dial(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT_S)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def local_port(sock: socket.socket) -> int:
-    return sock.getsockname()[1]
-
-
-def read_until_closed(sock: socket.socket, timeout: float = IO_TIMEOUT_S) -> tuple[bytes, str]:
-    """Everything the peer sends until it closes: (bytes, "eof" | "reset" | "timeout")."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return data, "timeout"
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            return data, "timeout"
-        except ConnectionResetError:
-            return data, "reset"
-        if not chunk:
-            return data, "eof"
-        data += chunk
-
-
-def recv_exact(sock: socket.socket, n: int, timeout: float = IO_TIMEOUT_S) -> bytes:
-    deadline = time.monotonic() + timeout
-    data = b""
-    while len(data) < n:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"wanted {n} bytes, got {data!r} within {timeout}s"
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(n - len(data))
-        except socket.timeout:
-            continue
-        assert chunk, f"peer closed after {data!r}, wanted {n} bytes"
-        data += chunk
-    return data
-
-
-class FakeClient:
-    """The control side of an iperf3 client, scripted step by step."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.cookie = new_cookie()
-        self.control = dial(port)
-        self.streams: list[socket.socket] = []
-
-    @property
-    def sid(self) -> str:
-        """How the proxy names this test in its log: the cookie's first 8 characters."""
-        return self.cookie[:8].decode()
-
-    def send(self, data: bytes) -> None:
-        self.control.sendall(data)
-
-    def expect_state(self, state: int) -> None:
-        got = recv_exact(self.control, 1)
-        assert got[0] == state, f"expected state 0x{state:02x}, got 0x{got[0]:02x}"
-
-    def send_json(self, doc) -> None:
-        body = doc if isinstance(doc, bytes) else json.dumps(doc, separators=(",", ":")).encode()
-        self.send(struct.pack(">I", len(body)) + body)
-
-    def recv_json(self) -> dict:
-        (length,) = struct.unpack(">I", recv_exact(self.control, 4))
-        return json.loads(recv_exact(self.control, length))
-
-    def hello(self) -> None:
-        """Cookie, then wait for PARAM_EXCHANGE."""
-        self.send(self.cookie)
-        self.expect_state(PARAM_EXCHANGE)
-
-    def start(self, **params) -> None:
-        """Cookie and params, up to CREATE_STREAMS."""
-        self.hello()
-        self.send_json({**BASE_PARAMS, **params})
-        self.expect_state(CREATE_STREAMS)
-
-    def open_stream(self) -> socket.socket:
-        sock = dial(self.port)
-        sock.sendall(self.cookie)
-        self.streams.append(sock)
-        return sock
-
-    def close(self) -> None:
-        for sock in [self.control, *self.streams]:
-            sock.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,88 +77,10 @@ def proxy(proxy_bin, backend, tmp_path):
         yield p
 
 
-def context(proxy: harness.Proxy, *extra: str) -> str:
-    return "\n".join([*extra, f"seed={SEED}", "proxy log tail:", proxy.log_tail(40)])
-
-
-def wait_log(proxy: harness.Proxy, pattern: str, timeout: float = IO_TIMEOUT_S) -> re.Match:
-    """Wait for a regex to match the proxy's log; fail with the log tail if it never does."""
-    found: list[re.Match] = []
-
-    def check() -> bool:
-        m = re.search(pattern, proxy.log_text(), re.MULTILINE)
-        if m:
-            found.append(m)
-        return bool(m)
-
-    assert harness.wait_until(check, timeout), context(
-        proxy, f"no log line matching {pattern!r} within {timeout}s")
-    return found[0]
-
-
 def refusals(proxy: harness.Proxy, peer_port: int) -> list[str]:
     """Lines refusing the connection from 127.0.0.1:peer_port (before or after its cookie)."""
     return [line for line in proxy.log_text().splitlines()
             if re.search(rf"refused (data )?connection from 127\.0\.0\.1:{peer_port}: ", line)]
-
-
-def ends_of(proxy: harness.Proxy, sid: str) -> list[harness.SessionEnd]:
-    return [e for e in harness.session_ends(proxy.log_text()) if e.sid == sid]
-
-
-def wait_session_end(proxy: harness.Proxy, sid: str,
-                     timeout: float = IO_TIMEOUT_S) -> harness.SessionEnd:
-    assert harness.wait_until(lambda: ends_of(proxy, sid), timeout), context(
-        proxy, f"no 'test ended' line for [s:{sid}] within {timeout}s")
-    ends = ends_of(proxy, sid)
-    assert len(ends) == 1, context(proxy, f"{len(ends)} 'test ended' lines for [s:{sid}]")
-    return ends[0]
-
-
-def real_test_problems(result: harness.ClientResult, proxy: harness.Proxy,
-                       streams: int) -> list[str]:
-    """What is wrong with a real client's run through the proxy ([] if it passed)."""
-    problems = harness.race_symptoms(result)
-    if len(result.streams()) != streams:
-        problems.append(f"expected {streams} streams, got {len(result.streams())}")
-    cookie = ((result.json or {}).get("start") or {}).get("cookie", "")
-    ends = ends_of(proxy, cookie[:8]) if cookie else []
-    if len(ends) != 1:
-        problems.append(f"{len(ends)} 'test ended' lines for the real test (cookie {cookie!r})")
-    elif ends[0].reason != "completed":
-        problems.append(f"proxy says: {ends[0].line}")
-    return problems
-
-
-def assert_real_test_passes(proxy: harness.Proxy, result: harness.ClientResult,
-                            streams: int) -> None:
-    # The proxy logs the session once both control legs closed, which can be a moment after
-    # the client exited.
-    cookie = ((result.json or {}).get("start") or {}).get("cookie", "")
-    if cookie:
-        harness.wait_until(lambda: ends_of(proxy, cookie[:8]), IO_TIMEOUT_S)
-    problems = real_test_problems(result, proxy, streams)
-    assert not problems, context(proxy, *problems, result.summary())
-
-
-def backend_listens(backend: harness.IperfServer) -> int:
-    """How often iperf3 -s has (re)opened its listener: once at start, then after every test
-    it ended (protocol doc §1.6), however the test ended."""
-    return len(re.findall(r"^Server listening on \d+", backend.log_text(), re.MULTILINE))
-
-
-def run_real_after(proxy: harness.Proxy, backend: harness.IperfServer) -> None:
-    """A real --bidir test right after a hostile session, which was the backend's first test.
-
-    The backend must have ended that test promptly, i.e. the proxy closed its side instead of
-    leaving the server waiting for bytes that never come; and a real test must pass then.
-    (Waiting for the re-listen also keeps the real client out of the moment in which iperf3
-    closes and re-opens its listener, which would reset it, proxy or not.)
-    """
-    assert harness.wait_until(lambda: backend_listens(backend) >= 2, PROMPT_S), context(
-        proxy, "the backend did not end the hostile test", "backend log:", backend.log_text())
-    result = harness.run_client(proxy.port, AFTER_ARGS, CLIENT_TIMEOUT_S)
-    assert_real_test_passes(proxy, result, streams=2)
 
 
 class RealTestInBackground:
@@ -462,37 +257,6 @@ def test_stranger_cookie_during_live_test_gets_busy(proxy):
     assert end.up_bytes == 0 and end.down_bytes == 0, end.line
     assert_real_test_passes(proxy, result, REAL_PARALLEL)
     assert_clean_exit(proxy)
-
-
-def client_results(stream_bytes: dict[int, int]) -> dict:
-    """A client results JSON as 3.12 sends it (protocol doc §5.2)."""
-    return {"cpu_util_total": 1.0, "cpu_util_user": 0.5, "cpu_util_system": 0.5,
-            "sender_has_retransmits": 1,
-            "streams": [{"id": sid, "bytes": n, "retransmits": 0, "jitter": 0, "errors": 0,
-                         "packets": 0, "start_time": 0, "end_time": 1}
-                        for sid, n in stream_bytes.items()]}
-
-
-def drain(sock: socket.socket, timeout: float = CLIENT_TIMEOUT_S) -> int:
-    """Read and count until the peer closes (the server closes its streams at TEST_END)."""
-    total = 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(1 << 18)
-        except socket.timeout:
-            break
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        total += len(chunk)
-    return total
-
-
-# ≤3.13 print the -1 of a receiving stream's retransmits as 2**64-1 (protocol doc §1.5).
-RECEIVING_RETRANSMITS = (-1, 2**64 - 1)
 
 
 def test_extra_data_connection_refused_test_goes_on(proxy, backend):
