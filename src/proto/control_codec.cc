@@ -195,6 +195,12 @@ std::optional<CodecFailure> ControlCodec::step(Side side,
 std::optional<CodecFailure> ControlCodec::onStateByte(Side side,
                                                       std::uint8_t byte,
                                                       std::vector<ControlEvent>& events) {
+  // The server speaks only after the client's cookie; a state from it before then would set an
+  // expectation on a client stream that has not begun (e.g. params in place of the cookie).
+  // Found by fuzz/control_codec_fuzz.cc (corpus crash-90f7952d...).
+  if (side == Side::Server && client_.expect == Expect::Cookie) {
+    return fail(side, CodecError::UnknownState, "server state before the client's cookie");
+  }
   const State state = stateFromWire(byte);
   if (!isStateFrom(side, state)) {
     return fail(side, CodecError::UnknownState,

@@ -1090,3 +1090,24 @@ TEST(ControlCodecTest, Names) {
 
 }  // namespace
 }  // namespace iperf3proxy::proto
+
+namespace iperf3proxy::proto {
+namespace {
+
+// Found by the control codec fuzzer: a server state before the client's cookie used to set the
+// client's expectation to params, so client bytes were decoded before any cookie.
+TEST(ControlCodecTest, ServerStateBeforeTheClientsCookieIsAnError) {
+  ControlCodec codec;
+  const std::vector<std::uint8_t> param_exchange = {stateToWire(State::ParamExchange)};
+  const FeedResult result = codec.feedServer(param_exchange);
+  ASSERT_TRUE(result.failure);
+  EXPECT_EQ(result.failure->error, CodecError::UnknownState);
+  EXPECT_EQ(result.failure->side, Side::Server);
+  EXPECT_EQ(result.consumed, 0U);
+  EXPECT_TRUE(result.events.empty());
+  const std::vector<std::uint8_t> client_terminate = {stateToWire(State::ClientTerminate)};
+  EXPECT_TRUE(codec.feedClient(client_terminate).events.empty());
+}
+
+}  // namespace
+}  // namespace iperf3proxy::proto

@@ -1,0 +1,20 @@
+#pragma once
+
+#include <cstddef>
+
+namespace iperf3proxy::fuzz {
+
+// Records the largest single heap allocation made while it is alive (one at a time, one thread).
+// In the libFuzzer build it uses the sanitizer allocator's malloc hook, so AddressSanitizer keeps
+// its own operator new; in the replay build it replaces the global operator new.
+class AllocWatch {
+ public:
+  AllocWatch();
+  ~AllocWatch();
+  AllocWatch(const AllocWatch&) = delete;
+  AllocWatch& operator=(const AllocWatch&) = delete;
+
+  std::size_t largest() const;
+};
+
+}  // namespace iperf3proxy::fuzz
