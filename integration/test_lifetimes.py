@@ -2,7 +2,7 @@
 """Lifetimes: what the proxy holds per test is released after it, one log line per test, and
 the embedded iperf3 server lives and dies with the proxy.
 
-Run (no root needed; about 25 s, most of it the 1000-test soak):
+Run (no root needed; about 70 s, most of it the two soaks):
 
     /usr/bin/python3 -m pytest integration/test_lifetimes.py -v -s
 
@@ -11,6 +11,9 @@ Run (no root needed; about 25 s, most of it the 1000-test soak):
                                  open fds unchanged, RSS within a small bound. Against
                                  a sanitizer build (detected, or IPERF3_PROXY_SANITIZED=1) only
                                  fds are compared and 200 tests are run: ASan's RSS only grows.
+  test_no_fd_or_memory_growth_mixed_modes_with_udp
+                                 the same over 500 tests of TCP and UDP in every mode, -P 2
+                                 included (100 under ASan).
   test_one_line_per_test_bytes_agree
                                  every test has exactly one "test ended" line whose byte
                                  counts lie between what the receiver read and what the sender
@@ -50,6 +53,14 @@ RSS_GROWTH_LIMIT_KIB = 2048
 # Modes in turn: forward, reverse, bidirectional.
 SHORT_TESTS = [["-n", "1K", "-l", "1K"], ["-n", "1K", "-l", "1K", "-R"],
                ["-n", "1K", "-l", "1K", "--bidir"]]
+# The mixed soak adds UDP in every mode (3.12 takes -n with -u; one 1 KiB datagram at a rate
+# that does not make the client wait) and -P 2 of both transports.
+_UDP = ["-u", "-n", "1K", "-l", "1K", "-b", "100M"]
+MIXED_TESTS = SHORT_TESTS + [_UDP, _UDP + ["-R"], _UDP + ["--bidir"],
+                             ["-u", "-P", "2", "-n", "2K", "-l", "1K", "-b", "100M"],
+                             ["-P", "2", "-n", "2K", "-l", "1K", "--bidir"]]
+MIXED_SOAK_TESTS = 500
+MIXED_SOAK_TESTS_SANITIZED = 100
 SHORT_TEST_TIMEOUT_S = 10.0
 CLIENT_TIMEOUT_S = 20.0
 IO_TIMEOUT_S = 5.0
@@ -219,13 +230,13 @@ class Batch:
 
 
 def run_batch(port: int, backend: harness.IperfServer, count: int, start_index: int = 0,
-              batch: Optional[Batch] = None) -> Batch:
-    """`count` short tests in turn over SHORT_TESTS, with junk connections every 10th test and
+              batch: Optional[Batch] = None, tests: list[list[str]] = SHORT_TESTS) -> Batch:
+    """`count` short tests in turn over `tests`, with junk connections every 10th test and
     broken sessions every 100th. Fails on the first test that fails other than by the
     back-to-back race."""
     batch = batch or Batch()
     for i in range(start_index, start_index + count):
-        args = SHORT_TESTS[i % len(SHORT_TESTS)]
+        args = tests[i % len(tests)]
         for attempt in range(3):
             proc = run_short_test(port, args)
             err = proc.stderr.strip()
@@ -268,18 +279,33 @@ def backend(tmp_path):
 
 def test_no_fd_or_memory_growth(proxy_bin, backend, tmp_path):
     sanitized = is_sanitized(proxy_bin)
-    soak = SOAK_TESTS_SANITIZED if sanitized else SOAK_TESTS
+    soak_check(proxy_bin, backend, tmp_path, SHORT_TESTS,
+               SOAK_TESTS_SANITIZED if sanitized else SOAK_TESTS, sanitized)
+
+
+def test_no_fd_or_memory_growth_mixed_modes_with_udp(proxy_bin, backend, tmp_path):
+    """As above over TCP and UDP, forward, -R, --bidir and -P 2 in turn: UDP flows (a socket
+    pair per client flow) must be released as well as TCP relays."""
+    sanitized = is_sanitized(proxy_bin)
+    soak_check(proxy_bin, backend, tmp_path, MIXED_TESTS,
+               MIXED_SOAK_TESTS_SANITIZED if sanitized else MIXED_SOAK_TESTS, sanitized)
+
+
+def soak_check(proxy_bin, backend: harness.IperfServer, tmp_path, tests: list[list[str]],
+               soak: int, sanitized: bool) -> None:
+    """`soak` short tests over `tests` through one proxy after a warm-up: open fds unchanged,
+    VmRSS within RSS_GROWTH_LIMIT_KIB (not under ASan), one completed line per test."""
     with harness.Proxy(harness.free_port(), backend=backend.port, binary=proxy_bin,
                        log_dir=tmp_path) as proxy:
         pid = proxy.pid
-        batch = run_batch(proxy.port, backend, WARMUP_TESTS)
+        batch = run_batch(proxy.port, backend, WARMUP_TESTS, tests=tests)
         wait_sessions(proxy, batch.tests + len(batch.retried) + len(batch.broken))
         fds_before = settled_fd_count(pid)
         fd_list_before = fd_targets(pid)
         rss_before = rss_kib(pid)
 
         started = time.monotonic()
-        run_batch(proxy.port, backend, soak, start_index=WARMUP_TESTS, batch=batch)
+        run_batch(proxy.port, backend, soak, start_index=WARMUP_TESTS, batch=batch, tests=tests)
         elapsed = time.monotonic() - started
         ends = wait_sessions(proxy, batch.tests + len(batch.retried) + len(batch.broken))
         fds_after_ok = harness.wait_until(lambda: fd_count(pid) == fds_before, IO_TIMEOUT_S)
@@ -289,7 +315,9 @@ def test_no_fd_or_memory_growth(proxy_bin, backend, tmp_path):
         log = proxy.log_text()
         code = proxy.stop()
 
-    print(f"\nsoak: {soak} tests (+{WARMUP_TESTS} before) with {batch.junk} junk connections "
+    modes = sorted({" ".join(t) for t in tests})
+    print(f"\nsoak: {soak} tests (+{WARMUP_TESTS} before) over {len(tests)} modes "
+          f"({'; '.join(modes)}) with {batch.junk} junk connections "
           f"and {len(batch.broken)} broken sessions in all, in {elapsed:.1f}s "
           f"({elapsed / soak * 1000:.1f} ms/test); sanitized={sanitized}\n"
           f"fds: {fds_before} -> {fds_after}\n"

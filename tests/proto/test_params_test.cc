@@ -338,9 +338,9 @@ namespace iperf3proxy::proto {
 namespace {
 
 TEST(TestParamsTest, SocketOptionsTheProxyAppliesToItsOwnSockets) {
-  const TestParams params = parseOk(
-      R"({"tcp":true,"parallel":1,"congestion":"reno","TOS":16,"window":262144,"MSS":1400,)"
-      R"("fqrate":100000000,"nodelay":true})");
+  const TestParams params =
+      parseOk(R"({"tcp":true,"parallel":1,"congestion":"reno","TOS":16,"window":262144,"MSS":1400,)"
+              R"("fqrate":100000000,"nodelay":true})");
   EXPECT_EQ(params.congestion, "reno");
   EXPECT_EQ(params.tos, 16);
   EXPECT_EQ(params.window, 262144);
