@@ -451,7 +451,9 @@ def test_backend_not_running(proxy_bin, tmp_path):
         assert f"127.0.0.1:{dead_port}" in end.detail, end.line
         code, stderr = run_plain_client(proxy.port, ["-t", "1"], timeout=10.0)
         assert code not in (0, None) and "connect" in stderr, f"rc={code} stderr={stderr!r}"
-        assert len(harness.session_ends(proxy.log_text())) == 2, context(proxy)
+        # The proxy sends the error first and logs the session's end right after: wait for it.
+        assert harness.wait_until(
+            lambda: len(harness.session_ends(proxy.log_text())) == 2, IO_TIMEOUT_S), context(proxy)
         assert_clean_exit(proxy)
 
 
