@@ -73,9 +73,14 @@ Session::Session(ev::EventLoop& loop,
       backend_deadline_(loop, [this] { onBackendConnectFailed(last_connect_error_); }),
       stream_setup_deadline_(loop, [this] { onRoleDeadline(); }),
       role_deadline_(loop, [this] { onRoleDeadline(); }),
-      end_linger_(
-          loop,
-          [this] { close(CloseReason::Completed, "control did not close after IPERF_DONE"); }),
+      end_linger_(loop,
+                  [this] {
+                    if (results_shown_) {
+                      close(CloseReason::Completed, "control did not close after IPERF_DONE");
+                    } else {
+                      closeDone();
+                    }
+                  }),
       idle_tick_(loop, [this] { onIdleTick(); }),
       test_deadline_(
           loop,
@@ -240,6 +245,9 @@ void Session::onState(const proto::StateReceived& received) {
       case State::AccessDenied:
         busy_ = true;
         return;
+      case State::DisplayResults:
+        results_shown_ = true;
+        return;
       default:
         break;
     }
@@ -312,7 +320,7 @@ void Session::onControlError(proto::Side side, int error) {
     return;
   }
   if (done_) {
-    close(CloseReason::Completed);
+    closeDone();
   } else if (busy_) {
     close(CloseReason::ServerBusy);
   } else {
@@ -321,12 +329,22 @@ void Session::onControlError(proto::Side side, int error) {
   }
 }
 
+void Session::closeDone() {
+  // Clients up to 3.12 at least send IPERF_DONE on their error path too (iperf_client_end):
+  // only after the server's DISPLAY_RESULTS does it mean the test ran to its end.
+  if (results_shown_) {
+    close(CloseReason::Completed);
+  } else {
+    close(CloseReason::ControlClosedEarly, "the client gave up (IPERF_DONE before the results)");
+  }
+}
+
 void Session::onControlFinished() {
   if (retryBackendBeforeFirstByte()) {
     return;
   }
   if (done_) {
-    close(CloseReason::Completed);
+    closeDone();
   } else if (busy_) {
     close(CloseReason::ServerBusy);
   } else if (server_error_) {

@@ -104,6 +104,7 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   void onControlEvent(const proto::ControlEvent& event) override;
   void onControlProtocolError(const proto::CodecFailure& failure) override;
   void onControlError(proto::Side side, int error) override;
+  void closeDone();
   void onControlFinished() override;
 
   void onParams(const proto::ParamsReceived& params);
@@ -146,8 +147,9 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   std::optional<proto::TestParams> params_;
   bool creating_streams_ = false;
   bool running_ = false;
-  bool done_ = false;  // IPERF_DONE seen
-  bool busy_ = false;  // ACCESS_DENIED seen
+  bool done_ = false;           // IPERF_DONE seen
+  bool results_shown_ = false;  // the server's DISPLAY_RESULTS seen
+  bool busy_ = false;           // ACCESS_DENIED seen
   std::optional<proto::ServerErrorReceived> server_error_;
   bool closed_ = false;
   CloseReason reason_ = CloseReason::Completed;
