@@ -151,13 +151,9 @@ def free_port(netns: Optional[str] = None) -> int:
     return int(out.strip())
 
 
-def _listening_inodes(pid: int, port: int) -> set[str]:
-    """Socket inodes LISTENing on `port` in the network namespace of process `pid`.
-
-    /proc/PID/net/tcp{,6} shows the namespace of PID, so this works for a process started
-    under `ip netns exec` without spawning `cat` inside the namespace on every poll.
-    """
-    inodes: set[str] = set()
+def _proc_tcp_rows(pid: int):
+    """The rows of /proc/PID/net/tcp and tcp6 (PID's network namespace), split into fields:
+    sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ..."""
     for name in ("tcp", "tcp6"):
         try:
             lines = Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
@@ -165,11 +161,20 @@ def _listening_inodes(pid: int, port: int) -> set[str]:
             continue
         for line in lines:
             fields = line.split()
-            # fields: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
-                continue
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
+            if len(fields) >= 10:
+                yield fields
+
+
+def _listening_inodes(pid: int, port: int) -> set[str]:
+    """Socket inodes LISTENing on `port` in the network namespace of process `pid`.
+
+    /proc/PID/net/tcp{,6} shows the namespace of PID, so this works for a process started
+    under `ip netns exec` without spawning `cat` inside the namespace on every poll.
+    """
+    inodes: set[str] = set()
+    for fields in _proc_tcp_rows(pid):
+        if fields[3] == _TCP_LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            inodes.add(fields[9])
     return inodes
 
 
@@ -207,17 +212,8 @@ def connected_sockets(pid: int) -> int:
     the test ends, however it ended.
     """
     own = _process_socket_inodes(pid)
-    found = 0
-    for name in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) >= 10 and fields[3] != _TCP_LISTEN and fields[9] in own:
-                found += 1
-    return found
+    return sum(1 for fields in _proc_tcp_rows(pid)
+               if fields[3] != _TCP_LISTEN and fields[9] in own)
 
 
 # --------------------------------------------------------------------------------------------

@@ -47,9 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 from fake_client import (  # noqa: E402
     BASE_PARAMS, EXCHANGE_RESULTS, TEST_END, TEST_RUNNING, TEST_START, FakeClient,
-    assert_real_test_passes, client_results, context, ends_of, wait_log, wait_session_end)
+    assert_real_test_passes, client_results, context, ends_of, read_until_closed, wait_log,
+    wait_session_end)
 from test_lifetimes import (  # noqa: E402
-    fd_count, is_sanitized, process_state, settled_fd_count, wait_embedded)
+    fd_count, is_sanitized, kill_leftover_server, process_state, settled_fd_count,
+    wait_embedded)
 
 CLIENT_TIMEOUT_S = 20.0
 IO_TIMEOUT_S = 5.0
@@ -161,16 +163,6 @@ def assert_gone(pid: int) -> None:
     assert process_state(pid) is None, (
         f"embedded iperf3 server {pid} still there after the proxy exited: "
         f"state {process_state(pid)}")
-
-
-def kill_leftover_server(pid: int) -> None:
-    """Teardown only: kill exactly this embedded server if a failure left it behind."""
-    if process_state(pid) not in (None, "Z"):
-        try:
-            if "iperf3" in Path(f"/proc/{pid}/cmdline").read_text():
-                os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 def raise_own_nofile(wanted: int) -> None:
@@ -720,28 +712,9 @@ def go_away(fake: FakeClient, how: str) -> tuple[bytes, str]:
         return b"", "rst"
     for sock in socks:
         sock.shutdown(socket.SHUT_WR)
-    data, outcome = _read_to_end(fake.control)
+    data, outcome = read_until_closed(fake.control, PROMPT_S)
     fake.close()
     return data, outcome
-
-
-def _read_to_end(sock: socket.socket, timeout: float = PROMPT_S) -> tuple[bytes, str]:
-    deadline = time.monotonic() + timeout
-    data = b""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return data, "timeout"
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            return data, "timeout"
-        except ConnectionResetError:
-            return data, "reset"
-        if not chunk:
-            return data, "eof"
-        data += chunk
 
 
 # (reason, text in its detail) per way of going away. A FIN inside the params message is a

@@ -113,6 +113,16 @@ def process_state(pid: int) -> Optional[str]:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
+
+def kill_leftover_server(pid: int) -> None:
+    """Teardown only: kill exactly this embedded server if a failure left it behind."""
+    if process_state(pid) not in (None, "Z"):
+        try:
+            if "iperf3" in Path(f"/proc/{pid}/cmdline").read_text():
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
 def children_of(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -504,9 +514,4 @@ def test_embedded_server_restarts_and_stops(proxy_bin, tmp_path):
         for pid in started_pids:
             # Only if a failure above left one behind: kill exactly the servers this proxy
             # started, by pid, after checking it is still an iperf3 process.
-            if process_state(pid) not in (None, "Z"):
-                try:
-                    if "iperf3" in Path(f"/proc/{pid}/cmdline").read_text():
-                        os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+            kill_leftover_server(pid)
