@@ -149,6 +149,37 @@ def server_sees_ipv6_client(r, via, ctx):
             [f"client connected from ::1, the server reports it as {sorted(set(hosts))}"])
 
 
+_CONNECTED_LINE = re.compile(r"^\[\s*\d+\] local (\S+) port (\d+) connected to (\S+) port (\d+)$")
+
+
+def server_report_names_client(r, via, ctx):
+    """With --get-server-output: every data connection in the server's report is one of the
+    client's, seen from the other end (the server's remote is the client's local and the other
+    way round), and the control connection came from the client's host. Directly this holds by
+    construction; through the proxy only if the proxy translated the report."""
+    client = sorted((c.get("local_host"), c.get("local_port"), c.get("remote_host"),
+                     c.get("remote_port")) for c in r.json["start"].get("connected", []))
+    report = r.json.get("server_output_json")
+    if isinstance(report, dict):
+        start = report.get("start", {})
+        server = sorted((c.get("remote_host"), c.get("remote_port"), c.get("local_host"),
+                         c.get("local_port")) for c in start.get("connected", []))
+        accepted = [start.get("accepted_connection", {}).get("host")]
+    else:
+        text = r.json.get("server_output_text") or ""
+        server = sorted((m[3], int(m[4]), m[1], int(m[2]))
+                        for m in (_CONNECTED_LINE.match(line) for line in text.splitlines()) if m)
+        accepted = re.findall(r"^Accepted connection from (\S+), port \d+$", text, re.M)
+    problems = []
+    if not server or server != client:
+        problems.append(f"the server's report names connections {server}, the client made {client}")
+    client_hosts = {c[0] for c in client}
+    if len(accepted) != 1 or accepted[0] not in client_hosts:
+        problems.append(f"the server's report accepted the test from {accepted}, "
+                        f"the client is {sorted(client_hosts)}")
+    return problems
+
+
 def value_is(path: tuple[str, ...], want) -> RunCheck:
     def check(r, via, ctx):
         got = _get(r.json, path)
@@ -211,9 +242,16 @@ ROWS: list[Row] = [
     Row("tcp-len64k", "TCP 64 KiB blocks", ("-l", "64K", "-t", "1")),
     Row("text", "plain-text output", ("-t", "1"), json=False),
     Row("server-output", "server output", ("--get-server-output", "-t", "1"),
-        checks=(server_output_text_in_json,)),
+        checks=(server_output_text_in_json, server_report_names_client)),
     Row("server-output-json", "server output, server -J", ("--get-server-output", "-t", "1"),
-        setup="own", server_args=("-J",), checks=(server_output_json,)),
+        setup="own", server_args=("-J",),
+        checks=(server_output_json, server_report_names_client)),
+    Row("server-output-bidir", "server output, bidir, 2 streams each way",
+        ("--get-server-output", "--bidir", "-P", "2", "-t", "1"),
+        checks=(server_output_text_in_json, server_report_names_client)),
+    Row("server-output-udp", "server output, UDP, server -J",
+        ("-u", "--get-server-output", "-P", "2", "-t", "1"), setup="own", server_args=("-J",),
+        checks=(server_output_json, server_report_names_client)),
     Row("server-output-text", "server output (text)", ("--get-server-output", "-t", "1"),
         json=False, checks=(server_output_text,)),
     Row("auth", "authentication", (*AUTH_ARGS, "-t", "1"), setup="own",
@@ -239,7 +277,8 @@ ROWS: list[Row] = [
         checks=(cport_used,)),
     Row("cport-server-output", "client port, server output",
         ("--cport", "{cport}", "-P", "2", "--get-server-output", "-t", "1"), setup="own",
-        server_args=("-J",), checks=(cport_used, server_output_json, server_sees_cport)),
+        server_args=("-J",),
+        checks=(cport_used, server_output_json, server_sees_cport, server_report_names_client)),
     Row("congestion", "congestion control", ("-C", "reno", "-t", "1"),
         checks=(tcp_congestion_is("reno"),)),
     Row("tos", "TOS", ("-S", "0x10", "-t", "1"),
@@ -268,7 +307,8 @@ ROWS: list[Row] = [
         checks=(connected_over_ipv6,), note="proxy dual-stack, backend IPv4"),
     Row("ipv6-server-output", "IPv6 client, server output",
         ("-6", "--get-server-output", "-t", "1"), host="::1", setup="own", server_args=("-J",),
-        checks=(connected_over_ipv6, server_output_json, server_sees_ipv6_client),
+        checks=(connected_over_ipv6, server_output_json, server_sees_ipv6_client,
+                server_report_names_client),
         note="proxy dual-stack, backend IPv4"),
     Row("ipv6-backend", "IPv6 backend", ("-t", "1"), setup="ipv6-backend",
         server_args=("-B", "::1"), note="client to proxy over IPv4, proxy to server over IPv6"),
@@ -278,14 +318,7 @@ ROWS: list[Row] = [
 ]
 
 # Rows that pass directly but not through the proxy: proxy bugs, reported to the lead.
-KNOWN_PROXY_BUGS: dict[str, str] = {
-    "cport-server-output":
-        "with --get-server-output the server reports the proxy's own source ports for the data "
-        "connections (server_output_json.start.connected[].remote_port), not the client's --cport",
-    "ipv6-server-output":
-        "with --get-server-output the server reports the proxy's backend-side address "
-        "(127.0.0.1) as the client's address, not the client's ::1",
-}
+KNOWN_PROXY_BUGS: dict[str, str] = {}
 
 
 def _params():

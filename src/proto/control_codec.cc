@@ -148,7 +148,8 @@ std::optional<CodecFailure> ControlCodec::step(Side side,
       ++pos;
       return std::nullopt;
     case Expect::JsonLength:
-      if (auto failure = onJsonLengthByte(side, bytes[pos], events)) {
+      // `d.offset` is the side's offset at the start of this feed (see feed()).
+      if (auto failure = onJsonLengthByte(side, bytes[pos], d.offset + pos, events)) {
         return failure;
       }
       ++pos;
@@ -156,12 +157,12 @@ std::optional<CodecFailure> ControlCodec::step(Side side,
     case Expect::JsonBody: {
       const auto take =
           static_cast<std::uint32_t>(std::min<std::size_t>(d.json_remaining, bytes.size() - pos));
-      if (d.json_kind == JsonKind::Params) {
+      // Results are only counted unless captured: they can be megabytes and the proxy needs
+      // their content only to translate the server's report.
+      if (d.json_kind == JsonKind::Params || d.capturing) {
         const auto chunk = bytes.subspan(pos, take);
         d.partial.insert(d.partial.end(), chunk.begin(), chunk.end());
       }
-      // Results are only counted, never buffered: they can be megabytes and the proxy needs none
-      // of their content.
       d.json_remaining -= take;
       pos += take;
       if (d.json_remaining == 0) {
@@ -234,6 +235,7 @@ std::optional<CodecFailure> ControlCodec::onStateByte(Side side,
 
 std::optional<CodecFailure> ControlCodec::onJsonLengthByte(Side side,
                                                            std::uint8_t byte,
+                                                           std::uint64_t byte_offset,
                                                            std::vector<ControlEvent>& events) {
   Direction& d = dir(side);
   const std::uint32_t cap = capFor(d.json_kind);
@@ -244,6 +246,10 @@ std::optional<CodecFailure> ControlCodec::onJsonLengthByte(Side side,
       isStateFrom(side, stateFromWire(byte))) {
     d.expect = Expect::State;
     return onStateByte(side, byte, events);
+  }
+  if (d.partial.empty()) {
+    d.message_offset = byte_offset;
+    d.capturing = d.capture && d.json_kind == JsonKind::Results;
   }
   d.partial.push_back(byte);
   if (d.partial.size() < 4) {
@@ -263,6 +269,10 @@ std::optional<CodecFailure> ControlCodec::onJsonLengthByte(Side side,
   d.expect = Expect::JsonBody;
   if (d.json_kind == JsonKind::Params) {
     d.partial.reserve(length);
+  } else if (d.capturing) {
+    // The cap bounds the size; growing from a modest reservation avoids committing it up front
+    // on a length the body may never fill.
+    d.partial.reserve(std::min<std::uint32_t>(length, 1U << 20));
   }
   return std::nullopt;
 }
@@ -271,7 +281,14 @@ void ControlCodec::onJsonComplete(Side side, std::vector<ControlEvent>& events) 
   Direction& d = dir(side);
   d.expect = Expect::State;
   if (d.json_kind == JsonKind::Results) {
-    events.push_back(ResultsReceived{side, d.json_length});
+    ResultsReceived results{side, d.json_length, d.message_offset, std::nullopt};
+    if (d.capturing) {
+      results.json.emplace(reinterpret_cast<const char*>(d.partial.data()), d.partial.size());
+      d.capturing = false;
+      d.partial.clear();
+      d.partial.shrink_to_fit();
+    }
+    events.push_back(std::move(results));
     return;
   }
   const std::string_view json(reinterpret_cast<const char*>(d.partial.data()), d.partial.size());
@@ -283,6 +300,13 @@ void ControlCodec::onJsonComplete(Side side, std::vector<ControlEvent>& events) 
   }
   d.partial.clear();
   d.partial.shrink_to_fit();
+}
+
+std::optional<std::uint64_t> ControlCodec::serverResultsCaptureStart() const {
+  if (server_.capturing) {
+    return server_.message_offset;
+  }
+  return std::nullopt;
 }
 
 FeedResult ControlCodec::finish(Side side) {

@@ -43,6 +43,8 @@ struct ParamsRejected {
 struct ResultsReceived {
   Side from;
   std::size_t json_size;
+  std::uint64_t message_offset = 0;  // where the message (length, then JSON) began in that stream
+  std::optional<std::string> json;   // the JSON itself, only when captured
 };
 
 struct ServerErrorReceived {
@@ -104,6 +106,14 @@ class ControlCodec {
 
   FeedResult feedServer(std::span<const std::uint8_t> bytes) { return feed(Side::Server, bytes); }
 
+  // Keep the server's results JSON and hand it out with its ResultsReceived event (the proxy
+  // translates the server's report in it). Set before the server's EXCHANGE_RESULTS is fed.
+  void captureServerResults() { server_.capture = true; }
+
+  // While the server's results are being captured: where their message began in the server's
+  // stream. The caller holds those bytes back until the event carries the whole JSON.
+  std::optional<std::uint64_t> serverResultsCaptureStart() const;
+
   // End of stream from that side. Reports a message cut short, and completes a SERVER_ERROR that
   // carried only its first integer.
   FeedResult finish(Side side);
@@ -118,7 +128,10 @@ class ControlCodec {
     std::vector<std::uint8_t> partial;  // cookie, length, params body or error payload so far
     std::uint32_t json_length = 0;
     std::uint32_t json_remaining = 0;
-    std::uint64_t offset = 0;  // bytes consumed on this side so far
+    std::uint64_t offset = 0;          // bytes consumed on this side so far
+    std::uint64_t message_offset = 0;  // where the current JSON message began
+    bool capture = false;              // keep results JSON (server side only)
+    bool capturing = false;            // a captured results message is in progress
   };
 
   FeedResult feed(Side side, std::span<const std::uint8_t> bytes);
@@ -133,6 +146,7 @@ class ControlCodec {
                                           std::vector<ControlEvent>& events);
   std::optional<CodecFailure> onJsonLengthByte(Side side,
                                                std::uint8_t byte,
+                                               std::uint64_t byte_offset,
                                                std::vector<ControlEvent>& events);
   void onJsonComplete(Side side, std::vector<ControlEvent>& events);
   void expectJson(Side side, JsonKind kind);

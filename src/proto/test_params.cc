@@ -197,6 +197,7 @@ std::variant<TestParams, ParamsFailure> parseTestParams(std::string_view json) {
   params.duration_s = readOptionalInteger(root, "time").value_or(params.duration_s);
   params.omit_s = readOptionalInteger(root, "omit").value_or(0);
   params.role_byte = findKey(root, kRoleByteKey) != nullptr;
+  params.get_server_output = findKey(root, "get_server_output") != nullptr;
   if (const Json* version = findKey(root, "client_version"); version && version->is_string()) {
     params.client_version = version->get<std::string>();
   }

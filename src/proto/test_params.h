@@ -30,6 +30,10 @@ struct TestParams {
   // connection carries one byte after the cookie naming its role and index.
   bool role_byte = false;
   std::string client_version;
+  // `get_server_output` is present: the server's results will carry its own report of the test,
+  // which names addresses the proxy translates (proto/server_report.h). Presence alone decides:
+  // a server that ignores the key sends no report, and then there is nothing to translate.
+  bool get_server_output = false;
 
   // Socket options the client asked for. They apply to the hop they are set on only, so the
   // proxy applies them to its own data sockets too (protocol §5.5): without that, -C, -S, -w, -N,

@@ -44,4 +44,15 @@ std::string_view stateName(State state) {
   return "UNKNOWN";
 }
 
+std::vector<std::uint8_t> encodeJsonMessage(std::string_view json) {
+  const auto length = static_cast<std::uint32_t>(json.size());
+  std::vector<std::uint8_t> message;
+  message.reserve(4 + json.size());
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    message.push_back(static_cast<std::uint8_t>(length >> shift));
+  }
+  message.insert(message.end(), json.begin(), json.end());
+  return message;
+}
+
 }  // namespace iperf3proxy::proto

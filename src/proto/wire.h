@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 namespace iperf3proxy::proto {
 
@@ -61,10 +62,13 @@ inline constexpr std::int32_t kProtocol = 131;    // "protocol does not exist"
 inline constexpr std::size_t kServerErrorPayloadSize = 8;
 
 // Size caps on the JSON messages. iperf3 >= 3.18 refuses params above 8 KiB; older servers take
-// any size, so the proxy's default is more generous but still bounded. Results are not buffered
-// by the proxy (it only skips over them), so their cap is only a sanity bound.
+// any size, so the proxy's default is more generous but still bounded. Results are buffered only
+// when the proxy translates the server's report in them (--get-server-output).
 inline constexpr std::uint32_t kDefaultMaxParamsJson = 64 * 1024;
 inline constexpr std::uint32_t kDefaultMaxResultsJson = 64 * 1024 * 1024;
+
+// A JSON message as iperf3 frames it: its length as a big-endian uint32, then the text.
+std::vector<std::uint8_t> encodeJsonMessage(std::string_view json);
 
 // iperf3 accepts at most 128 parallel streams per direction.
 inline constexpr int kMaxStreamsPerDirection = 128;

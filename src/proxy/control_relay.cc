@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include "net/socket_ops.h"
+#include "proto/wire.h"
 
 namespace iperf3proxy::proxy {
 namespace {
@@ -76,6 +77,11 @@ void ControlRelay::releaseClientToServer() {
   }
 }
 
+void ControlRelay::translateServerResults(ResultsTranslator translate) {
+  translate_results_ = std::move(translate);
+  codec_.captureServerResults();
+}
+
 net::UniqueFd ControlRelay::releaseClient() {
   // Disabled events never touch their fd again, even while they wait to be freed with the relay
   // (one of them may be the event whose callback is running now).
@@ -129,15 +135,23 @@ void ControlRelay::onReadable(Direction& d) {
 bool ControlRelay::decodeAndQueue(Direction& d, std::span<const std::uint8_t> bytes) {
   const proto::FeedResult result =
       d.side == proto::Side::Client ? codec_.feedClient(bytes) : codec_.feedServer(bytes);
+  const proto::ResultsReceived* captured = nullptr;
   for (const auto& event : result.events) {
     callbacks_.onControlEvent(event);
     if (stopped_) {
       return false;
     }
+    if (const auto* results = std::get_if<proto::ResultsReceived>(&event);
+        results && results->json) {
+      captured = results;
+    }
   }
   d.queue.insert(d.queue.end(), bytes.begin(),
                  bytes.begin() + static_cast<std::ptrdiff_t>(result.consumed));
   d.bytes += result.consumed;
+  if (captured != nullptr) {
+    replaceServerResults(*captured);
+  }
   if (result.failure) {
     // Deliver what was valid before the offending byte? No: the session closes both legs at once,
     // and a half-delivered message helps nobody. Report and stop.
@@ -148,6 +162,36 @@ bool ControlRelay::decodeAndQueue(Direction& d, std::span<const std::uint8_t> by
   return true;
 }
 
+void ControlRelay::replaceServerResults(const proto::ResultsReceived& results) {
+  // The whole message is still queued (sendableEnd held it back); the queue ends at stream offset
+  // `bytes`.
+  Direction& d = from_server_;
+  const std::uint64_t message_size = 4 + std::uint64_t{results.json_size};
+  const std::size_t begin =
+      d.queue.size() - static_cast<std::size_t>(d.bytes - results.message_offset);
+  if (!translate_results_) {
+    return;
+  }
+  const std::optional<std::string> translated = translate_results_(*results.json);
+  if (!translated) {
+    return;
+  }
+  const std::vector<std::uint8_t> message = proto::encodeJsonMessage(*translated);
+  const auto first = d.queue.begin() + static_cast<std::ptrdiff_t>(begin);
+  d.queue.erase(first, first + static_cast<std::ptrdiff_t>(message_size));
+  d.queue.insert(d.queue.begin() + static_cast<std::ptrdiff_t>(begin), message.begin(),
+                 message.end());
+}
+
+std::size_t ControlRelay::sendableEnd(const Direction& d) const {
+  if (&d == &from_server_) {
+    if (const auto capture_start = codec_.serverResultsCaptureStart()) {
+      return d.queue.size() - static_cast<std::size_t>(d.bytes - *capture_start);
+    }
+  }
+  return d.queue.size();
+}
+
 void ControlRelay::onWritable(Direction& d) {
   flush(d);
 }
@@ -156,8 +200,9 @@ void ControlRelay::flush(Direction& d) {
   if (&d == &from_client_ && client_to_server_held_) {
     return;
   }
-  while (d.queue_head < d.queue.size()) {
-    const ssize_t n = ::send(d.to, d.queue.data() + d.queue_head, d.queue.size() - d.queue_head,
+  const std::size_t end = sendableEnd(d);
+  while (d.queue_head < end) {
+    const ssize_t n = ::send(d.to, d.queue.data() + d.queue_head, end - d.queue_head,
                              MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       d.queue_head += static_cast<std::size_t>(n);
@@ -177,6 +222,15 @@ void ControlRelay::flush(Direction& d) {
     stop();
     callbacks_.onControlError(
         d.side == proto::Side::Client ? proto::Side::Server : proto::Side::Client, error);
+    return;
+  }
+  if (d.queue_head < d.queue.size()) {
+    // The rest is a results message still arriving: keep reading (its size is capped) and send
+    // it once it is complete and translated.
+    d.writable->disable();
+    if (!stopped_ && !d.eof) {
+      d.readable->enable();
+    }
     return;
   }
   d.queue.clear();

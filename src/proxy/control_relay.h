@@ -1,7 +1,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -52,6 +54,12 @@ class ControlRelay {
   void holdClientToServer();
   void releaseClientToServer();
 
+  // Rewrites the server's results JSON before the client sees it: the relay holds that message
+  // back until it is complete, asks `translate` for a replacement (nullopt: forward the
+  // original), and forwards the replacement in its place. Set before EXCHANGE_RESULTS.
+  using ResultsTranslator = std::function<std::optional<std::string>(std::string_view json)>;
+  void translateServerResults(ResultsTranslator translate);
+
   // Gives the client's socket back (the relay must be stopped): used to reconnect the backend
   // when it closed before sending anything.
   net::UniqueFd releaseClient();
@@ -65,6 +73,8 @@ class ControlRelay {
   std::uint64_t bytesFromServer() const { return from_server_.bytes; }
 
   int clientFd() const { return client_.get(); }
+
+  int serverFd() const { return server_.get(); }
 
  private:
   struct Direction {
@@ -85,6 +95,10 @@ class ControlRelay {
   // Returns false if the relay stopped while handling the bytes.
   bool decodeAndQueue(Direction& d, std::span<const std::uint8_t> bytes);
   void flush(Direction& d);
+  // How much of the queue may be sent now: all of it, except a server results message that is
+  // still being captured for translation.
+  std::size_t sendableEnd(const Direction& d) const;
+  void replaceServerResults(const proto::ResultsReceived& results);
   void maybeFinish();
 
   ev::EventLoop& loop_;
@@ -95,6 +109,7 @@ class ControlRelay {
   bool stopped_ = false;
   bool finished_ = false;
   bool client_to_server_held_ = false;
+  ResultsTranslator translate_results_;
   Direction from_client_;
   Direction from_server_;
 };

@@ -218,6 +218,14 @@ void Session::onParams(const proto::ParamsReceived& received) {
     sendServerError(proto::ierrno::kDuration, 0);
     close(CloseReason::DurationExceeded, fmt::format("-t {} -O {} is above --max-duration {}",
                                                      params_->duration_s, params_->omit_s, cap));
+    return;
+  }
+  if (params_->get_server_output) {
+    // The server's report names the addresses of the connections it sees, which are the proxy's.
+    server_report_ = std::make_unique<ServerReportTranslation>(prefix());
+    server_report_->addConnection(control_->clientFd(), control_->serverFd());
+    control_->translateServerResults(
+        [this](std::string_view json) { return server_report_->translate(json); });
   }
 }
 
@@ -530,6 +538,9 @@ void Session::startRelay(const roles::Pairing& pairing) {
   }
   retireWatch(client.mapped());
   retireWatch(server.mapped());
+  if (server_report_) {
+    server_report_->addConnection(client.mapped().fd.get(), server.mapped().fd.get());
+  }
   auto relay = std::make_unique<StreamRelay>(
       loop_, static_cast<int>(relays_.size()), pairing.flow, std::move(client.mapped().fd),
       std::move(server.mapped().fd),
@@ -591,6 +602,9 @@ void Session::attachUdpFlow(const net::Address& proxy_local,
     return;
   }
   spdlog::debug("{} UDP flow {} from {}", prefix(), flows_.size(), source.toString());
+  if (server_report_) {
+    server_report_->addConnection(flow->clientFd(), flow->serverFd());
+  }
   flows_.push_back(std::move(flow));
   if (static_cast<int>(flows_.size()) == params_->totalStreams()) {
     creating_streams_ = false;

@@ -19,6 +19,7 @@
 #include "proto/control_codec.h"
 #include "proxy/close_reason.h"
 #include "proxy/control_relay.h"
+#include "proxy/server_report_translation.h"
 #include "proxy/settings.h"
 #include "proxy/stream_dialer.h"
 #include "proxy/stream_relay.h"
@@ -172,6 +173,8 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   std::optional<net::Address> backend_;
   std::unique_ptr<ev::IoEvent> backend_connect_event_;
   std::unique_ptr<ControlRelay> control_;
+  // Only with --get-server-output: the addresses the server's report must show.
+  std::unique_ptr<ServerReportTranslation> server_report_;
   std::unique_ptr<roles::RoleResolver> resolver_;
   std::map<roles::StreamId, PendingStream> client_streams_;
   std::map<roles::StreamId, PendingStream> server_streams_;

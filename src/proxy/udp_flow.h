@@ -41,6 +41,11 @@ class UdpFlow {
 
   const net::Address& client() const { return client_; }
 
+  // The socket connected to the client and the one connected to the server.
+  int clientFd() const { return client_socket_.get(); }
+
+  int serverFd() const { return server_socket_.get(); }
+
   std::uint64_t bytesFromClient() const { return bytes_up_; }
 
   std::uint64_t bytesFromServer() const { return bytes_down_; }

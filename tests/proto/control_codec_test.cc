@@ -837,6 +837,66 @@ TEST(ControlCodecTest, ResultsAreCountedNotBuffered) {
   EXPECT_EQ(describe(last.events[0]), "server DISPLAY_RESULTS");
 }
 
+TEST(ControlCodecTest, CapturedServerResultsCarryTheirJsonAndWhereTheMessageBegan) {
+  const Bytes message = concat({json(kServerResults), states({State::DisplayResults})});
+  const std::uint64_t message_offset = 5;  // PARAM_EXCHANGE .. TEST_RUNNING, EXCHANGE_RESULTS
+  for (std::size_t split = 0; split <= message.size(); ++split) {
+    SCOPED_TRACE(split);
+    ControlCodec codec;
+    codec.captureServerResults();
+    feed(codec, Side::Client, cookie());
+    feed(codec, Side::Server, states({State::ParamExchange}));
+    feed(codec, Side::Client, json(kForwardParams));
+    feed(codec, Side::Server, states({State::CreateStreams, State::TestStart, State::TestRunning}));
+    feed(codec, Side::Client, states({State::TestEnd}));
+    feed(codec, Side::Server, states({State::ExchangeResults}));
+    EXPECT_FALSE(codec.serverResultsCaptureStart().has_value());
+    feed(codec, Side::Client, json(kClientResults));
+
+    std::vector<ControlEvent> events;
+    const auto first = std::span(message).first(split);
+    const auto second = std::span(message).subspan(split);
+    for (int i = 0; i < 2; ++i) {
+      const auto piece = i == 0 ? first : second;
+      const FeedResult result = feed(codec, Side::Server, piece);
+      ASSERT_FALSE(result.failure) << describe(result.failure);
+      EXPECT_EQ(result.consumed, piece.size());
+      events.insert(events.end(), result.events.begin(), result.events.end());
+      if (i == 0) {
+        // Held from the first byte of the message until its last.
+        const bool inside = split > 0 && split < message.size() - 1;
+        EXPECT_EQ(codec.serverResultsCaptureStart(),
+                  inside ? std::optional<std::uint64_t>(message_offset) : std::nullopt);
+      }
+    }
+    EXPECT_FALSE(codec.serverResultsCaptureStart().has_value());
+    ASSERT_EQ(events.size(), 2u);
+    const auto* results = std::get_if<ResultsReceived>(&events[0]);
+    ASSERT_NE(results, nullptr);
+    EXPECT_EQ(results->from, Side::Server);
+    EXPECT_EQ(results->message_offset, message_offset);
+    EXPECT_EQ(results->json, std::string(kServerResults));
+    EXPECT_EQ(describe(events[1]), "server DISPLAY_RESULTS");
+  }
+}
+
+TEST(ControlCodecTest, ClientResultsAreNeverCaptured) {
+  ControlCodec codec;
+  codec.captureServerResults();
+  feed(codec, Side::Client, cookie());
+  feed(codec, Side::Server, states({State::ParamExchange}));
+  feed(codec, Side::Client, json(kForwardParams));
+  feed(codec, Side::Server, states({State::CreateStreams, State::TestStart, State::TestRunning}));
+  feed(codec, Side::Client, states({State::TestEnd}));
+  feed(codec, Side::Server, states({State::ExchangeResults}));
+  const FeedResult result = feed(codec, Side::Client, json(kClientResults));
+  ASSERT_EQ(result.events.size(), 1u);
+  const auto* results = std::get_if<ResultsReceived>(&result.events[0]);
+  ASSERT_NE(results, nullptr);
+  EXPECT_FALSE(results->json.has_value());
+  EXPECT_EQ(results->message_offset, 37u + 4 + kForwardParams.size() + 1);
+}
+
 TEST(ControlCodecTest, JsonCutShort) {
   const Bytes params = json(kForwardParams);
   const std::vector<std::string> events = {kCookieEvent, "server PARAM_EXCHANGE"};

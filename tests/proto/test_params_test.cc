@@ -163,6 +163,14 @@ TEST(TestParamsTest, DefaultsForAnEmptyObject) {
 
 // ---- Flags count by presence ------------------------------------------------------------------
 
+TEST(TestParamsTest, ServerOutputIsRequestedByPresence) {
+  EXPECT_FALSE(parseOk(R"({"tcp":true})").get_server_output);
+  EXPECT_TRUE(parseOk(R"({"get_server_output":1})").get_server_output);
+  // 3.18+ ignores a wrong type, older versions take it: the proxy only prepares to translate a
+  // report, so presence is enough either way.
+  EXPECT_TRUE(parseOk(R"({"Get_Server_Output":"yes"})").get_server_output);
+}
+
 TEST(TestParamsTest, FalseFlagStillCounts) {
   EXPECT_EQ(parseOk(R"({"tcp":true,"reverse":false})").mode, TestMode::Reverse);
   EXPECT_EQ(parseOk(R"({"bidirectional":false})").mode, TestMode::Bidirectional);

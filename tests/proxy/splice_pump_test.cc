@@ -3,8 +3,6 @@
 
 #include "proxy/splice_pump.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -16,31 +14,16 @@
 #include <gtest/gtest.h>
 
 #include "ev/event_loop.h"
+#include "loopback.h"
 #include "net/unique_fd.h"
 
 namespace iperf3proxy::proxy {
 namespace {
 
 using net::UniqueFd;
+using testing::tcpPair;
 
 constexpr std::uint64_t kGiB = 1ULL << 30;
-
-// A connected pair of TCP sockets over loopback: {outer, inner}.
-std::pair<UniqueFd, UniqueFd> tcpPair() {
-  UniqueFd listener(::socket(AF_INET, SOCK_STREAM, 0));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  EXPECT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), length), 0);
-  EXPECT_EQ(::listen(listener.get(), 1), 0);
-  EXPECT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &length), 0);
-  UniqueFd outer(::socket(AF_INET, SOCK_STREAM, 0));
-  EXPECT_EQ(::connect(outer.get(), reinterpret_cast<sockaddr*>(&address), length), 0);
-  UniqueFd inner(::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK));
-  EXPECT_TRUE(inner.valid());
-  return {std::move(outer), std::move(inner)};
-}
 
 // Deterministic pseudo-random bytes (xorshift64*), so both ends can agree on a digest.
 class ByteStream {

@@ -1,0 +1,164 @@
+#include "proto/server_report.h"
+
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace iperf3proxy::proto {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// A test through the proxy: the client 10.0.0.7 reached the proxy at 192.0.2.1:5201; the proxy
+// reached the server from 127.0.0.1 (ports 40001..) at 127.0.0.1:5202.
+const std::vector<ConnectionView> kViews = {
+    {{"127.0.0.1", 40001}, {"10.0.0.7", 50000}, {"192.0.2.1", 5201}},  // control
+    {{"127.0.0.1", 40002}, {"10.0.0.7", 50001}, {"192.0.2.1", 5201}},  // data
+    {{"127.0.0.1", 40003}, {"10.0.0.7", 50002}, {"192.0.2.1", 5201}},  // data
+};
+
+Json connected(
+    int socket, std::string local_host, int local_port, std::string remote_host, int remote_port) {
+  return Json{{"socket", socket},
+              {"local_host", local_host},
+              {"local_port", local_port},
+              {"remote_host", remote_host},
+              {"remote_port", remote_port}};
+}
+
+TEST(ServerReport, JsonReportNamesTheClientsEndpointsAndKeepsEverythingElse) {
+  Json report = {{"start",
+                  {{"connected",
+                    {connected(5, "127.0.0.1", 5202, "127.0.0.1", 40002),
+                     connected(7, "127.0.0.1", 5202, "127.0.0.1", 40003)}},
+                   {"version", "iperf 3.12"},
+                   {"accepted_connection", {{"host", "127.0.0.1"}, {"port", 40001}}},
+                   {"cookie", "abc"}}},
+                 {"end", {{"sum_received", {{"bytes", 123456789012}, {"seconds", 1.000052}}}}}};
+  const Json results = {{"cpu_util_total", 1.5},
+                        {"streams", Json::array({{{"id", 1}, {"bytes", 42}}})},
+                        {"server_output_json", report}};
+
+  const auto translated = translateServerReport(results.dump(), kViews);
+
+  ASSERT_TRUE(translated.has_value());
+  EXPECT_EQ(translated->translated, 3);
+  EXPECT_EQ(translated->unknown, 0);
+  Json expected = results;
+  auto& start = expected["server_output_json"]["start"];
+  start["connected"][0] = connected(5, "192.0.2.1", 5201, "10.0.0.7", 50001);
+  start["connected"][1] = connected(7, "192.0.2.1", 5201, "10.0.0.7", 50002);
+  start["accepted_connection"] = {{"host", "10.0.0.7"}, {"port", 50000}};
+  // Same members in the same order, same values (numbers included).
+  EXPECT_EQ(Json::parse(translated->json), expected);
+  EXPECT_EQ(Json::parse(translated->json).dump(), expected.dump());
+}
+
+TEST(ServerReport, TextReportRewritesOnlyTheAddressLines) {
+  const std::string text =
+      "Time: Fri, 27 Nov 2026 17:09:37 GMT\n"
+      "Accepted connection from 127.0.0.1, port 40001\n"
+      "      Cookie: xftc7f4dcnddt6zjtgxgtpydg4qznt3mok6k\n"
+      "[  5] local 127.0.0.1 port 5202 connected to 127.0.0.1 port 40002\n"
+      "[  8] local 127.0.0.1 port 5202 connected to 127.0.0.1 port 40003\n"
+      "[ ID] Interval           Transfer     Bitrate\n"
+      "[  5]   0.00-1.00   sec  1.02 GBytes  8.72 Gbits/sec                  receiver\n";
+  const Json results = {{"streams", Json::array()}, {"server_output_text", text}};
+
+  const auto translated = translateServerReport(results.dump(), kViews);
+
+  ASSERT_TRUE(translated.has_value());
+  EXPECT_EQ(translated->translated, 3);
+  EXPECT_EQ(Json::parse(translated->json)["server_output_text"],
+            "Time: Fri, 27 Nov 2026 17:09:37 GMT\n"
+            "Accepted connection from 10.0.0.7, port 50000\n"
+            "      Cookie: xftc7f4dcnddt6zjtgxgtpydg4qznt3mok6k\n"
+            "[  5] local 192.0.2.1 port 5201 connected to 10.0.0.7 port 50001\n"
+            "[  8] local 192.0.2.1 port 5201 connected to 10.0.0.7 port 50002\n"
+            "[ ID] Interval           Transfer     Bitrate\n"
+            "[  5]   0.00-1.00   sec  1.02 GBytes  8.72 Gbits/sec                  receiver\n");
+}
+
+TEST(ServerReport, IPv6ClientBehindAnIPv4Backend) {
+  const std::vector<ConnectionView> views = {
+      {{"127.0.0.1", 40001}, {"2001:db8::7", 50000}, {"2001:db8::1", 5201}},
+      {{"127.0.0.1", 40002}, {"2001:db8::7", 50001}, {"2001:db8::1", 5201}}};
+  const Json results = {{"server_output_text",
+                         "Accepted connection from 127.0.0.1, port 40001\n"
+                         "[  5] local 127.0.0.1 port 5202 connected to 127.0.0.1 port 40002\n"}};
+
+  const auto translated = translateServerReport(results.dump(), views);
+
+  ASSERT_TRUE(translated.has_value());
+  EXPECT_EQ(Json::parse(translated->json)["server_output_text"],
+            "Accepted connection from 2001:db8::7, port 50000\n"
+            "[  5] local 2001:db8::1 port 5201 connected to 2001:db8::7 port 50001\n");
+}
+
+TEST(ServerReport, ConnectionsTheProxyDidNotRelayAreCountedAndLeftAlone) {
+  const Json results = {{"server_output_text",
+                         "[  5] local 127.0.0.1 port 5202 connected to 127.0.0.1 port 40002\n"
+                         "[  6] local 127.0.0.1 port 5202 connected to 127.0.0.1 port 49999\n"
+                         "[  7] local 127.0.0.1 port 5202 connected to 127.0.0.9 port 40003\n"}};
+
+  const auto translated = translateServerReport(results.dump(), kViews);
+
+  ASSERT_TRUE(translated.has_value());
+  EXPECT_EQ(translated->translated, 1);
+  EXPECT_EQ(translated->unknown, 2);
+  EXPECT_EQ(Json::parse(translated->json)["server_output_text"],
+            "[  5] local 192.0.2.1 port 5201 connected to 10.0.0.7 port 50001\n"
+            "[  6] local 127.0.0.1 port 5202 connected to 127.0.0.1 port 49999\n"
+            "[  7] local 127.0.0.1 port 5202 connected to 127.0.0.9 port 40003\n");
+}
+
+TEST(ServerReport, LinesThatOnlyLookLikeAddressLinesStayAsTheyAre) {
+  const std::string text =
+      "Accepted connection from 127.0.0.1, port forty\n"
+      "[  5] local 127.0.0.1 port 5202 connected to 127.0.0.1 port 99999\n"
+      "[  5] local 127.0.0.1 port 5202 connected to 127.0.0.1\n"
+      "local 127.0.0.1 port 5202 connected to 127.0.0.1 port 40002\n"
+      "no newline at the end";
+  const Json results = {{"server_output_text", text}};
+
+  const auto translated = translateServerReport(results.dump(), kViews);
+
+  ASSERT_TRUE(translated.has_value());
+  EXPECT_EQ(translated->translated, 0);
+  EXPECT_EQ(Json::parse(translated->json)["server_output_text"], text);
+}
+
+TEST(ServerReport, NothingToTranslateOrNothingReadableGivesNullopt) {
+  EXPECT_FALSE(translateServerReport(R"({"streams":[]})", kViews).has_value());
+  EXPECT_FALSE(translateServerReport("not json", kViews).has_value());
+  EXPECT_FALSE(translateServerReport("[1,2]", kViews).has_value());
+  EXPECT_FALSE(translateServerReport(R"({"server_output_text":"x"} trailing)", kViews).has_value());
+  // Invalid UTF-8 (a Latin-1 byte): the server's bytes are forwarded as they are instead.
+  EXPECT_FALSE(translateServerReport("{\"server_output_text\":\"caf\xe9\"}", kViews).has_value());
+}
+
+TEST(ServerReport, MalformedJsonReportPartsAreSkipped) {
+  const Json results = {{"server_output_json",
+                         {{"start",
+                           {{"accepted_connection", {{"host", 5}, {"port", "x"}}},
+                            {"connected",
+                             {1, connected(5, "127.0.0.1", 5202, "127.0.0.1", 70000),
+                              Json{{"remote_host", "127.0.0.1"}, {"remote_port", 40002}}}}}}}}};
+
+  const auto translated = translateServerReport(results.dump(), kViews);
+
+  ASSERT_TRUE(translated.has_value());
+  EXPECT_EQ(translated->translated, 1);
+  const Json out = Json::parse(translated->json)["server_output_json"]["start"];
+  EXPECT_EQ(out["accepted_connection"],
+            results["server_output_json"]["start"]["accepted_connection"]);
+  EXPECT_EQ(out["connected"][0], 1);
+  EXPECT_EQ(out["connected"][1]["remote_port"], 70000);
+  EXPECT_EQ(out["connected"][2]["remote_port"], 50001);
+  EXPECT_EQ(out["connected"][2]["local_host"], "192.0.2.1");
+}
+
+}  // namespace
+}  // namespace iperf3proxy::proto
