@@ -11,6 +11,9 @@ fuzz/corpus/control_codec/  one input per control transcript, in control_codec_f
     seed-case-*      short transcripts of the edge cases control_codec_test.cc covers.
 fuzz/corpus/test_params/    seed-<sha1>: every params JSON of test_params_test.cc (string
     literals, and the ones its loops build) and of the captures.
+fuzz/corpus/server_report/  seed-<sha1>: the server's results JSON of every capture made with
+    --get-server-output, as recorded and with the recording relay's ports renumbered to the
+    fuzz target's 40001.. (so that its connection views match).
 
 Files other than seed-* (crash-*, timeout-*, oom-*, leak-*: inputs that once broke a target) are
 never touched.
@@ -85,6 +88,36 @@ def captures():
                 tag, hex_bytes = line.split()
                 reads.append((CLIENT if tag == "C" else SERVER, bytes.fromhex(hex_bytes)))
         yield path.stem, reads
+
+
+def server_results(reads):
+    """The server's results JSON of a capture: the message after its EXCHANGE_RESULTS."""
+    stream = b"".join(data for side, data in reads if side == SERVER)
+    start = stream.index(bytes([EXCHANGE_RESULTS])) + 1
+    length = int.from_bytes(stream[start:start + 4], "big")
+    return stream[start + 4:start + 4 + length]
+
+
+def renumber_relay_ports(results):
+    """The report's client-side ports, renumbered 40001.. in order of appearance."""
+    text = results.decode()
+    ports = []
+    for match in re.finditer(r'(?:from |connected to |"host":|"remote_host":)"?[0-9.]+"?'
+                             r'(?:, port |,"port":| port |,"remote_port":)([0-9]+)', text):
+        if match.group(1) not in ports:
+            ports.append(match.group(1))
+    for index, port in enumerate(ports):
+        text = re.sub(r"(?<![0-9])%s(?![0-9])" % port, str(40001 + index), text)
+    return text.encode()
+
+
+def server_report_seeds():
+    for _, reads in captures():
+        if b"get_server_output" not in b"".join(data for side, data in reads if side == CLIENT):
+            continue
+        results = server_results(reads)
+        for seed in (results, renumber_relay_ports(results)):
+            yield seed
 
 
 def cpp_string_groups(source):
@@ -240,6 +273,9 @@ def main():
 
     params = {sha1_name(text.encode()): text.encode() for text in all_params}
     write_corpus(CORPUS / "test_params", params)
+
+    reports = {sha1_name(seed): seed for seed in server_report_seeds()}
+    write_corpus(CORPUS / "server_report", reports)
 
 
 if __name__ == "__main__":

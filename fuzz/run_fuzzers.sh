@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang++ in build/fuzz and runs each for SECONDS, one after the
 # other, on one core each time.
-#   fuzz/run_fuzzers.sh SECONDS [TARGET...]     TARGET: control_codec, test_params (default: both)
+#   fuzz/run_fuzzers.sh SECONDS [TARGET...]     TARGET: control_codec, test_params, server_report
+#                                               (default: all three)
 # Starts from the committed corpus fuzz/corpus/<target>/ (read only); inputs that find new
 # coverage go to build/fuzz/scratch/<target>/ (kept between runs, never committed). Anything that
 # breaks a target (crash-*, leak-*, timeout-*, oom-*) is written into fuzz/corpus/<target>/, where
@@ -17,7 +18,7 @@ seconds=$1
 shift
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-  targets=(control_codec test_params)
+  targets=(control_codec test_params server_report)
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,10 +39,13 @@ for target in "${targets[@]}"; do
   scratch=$build/scratch/$target
   log=$build/logs/$target.log
   mkdir -p "$scratch"
+  # server_report has its own dictionary; the codec and params targets share the params keys.
+  dict=$root/fuzz/params.dict
+  [[ -f $root/fuzz/$target.dict ]] && dict=$root/fuzz/$target.dict
   echo "== $target: ${seconds}s, corpus $corpus, new inputs in $scratch, log $log"
   # The first directory receives new inputs, so the committed corpus is only read.
   if "$build/fuzz/${target}_fuzzer" -max_total_time="$seconds" -max_len=8192 -timeout=10 \
-      -rss_limit_mb=2048 -dict="$root/fuzz/params.dict" -artifact_prefix="$corpus/" \
+      -rss_limit_mb=2048 -dict="$dict" -artifact_prefix="$corpus/" \
       -print_final_stats=1 "$scratch" "$corpus" >"$log" 2>&1; then
     grep -E '^#[0-9]+[[:space:]]+DONE|stat::(number_of_executed_units|new_units_added)' "$log" ||
       true

@@ -23,6 +23,7 @@
 #include <gtest/gtest.h>
 
 #include "proto/allocation_probe.h"
+#include "proto/capture_file.h"
 
 namespace iperf3proxy::proto {
 namespace {
@@ -471,32 +472,27 @@ constexpr Capture kCaptures[] = {
     {"iperf3_12_bytes_50m", "params tcp/forward P1 t0 O0 rb0 v3.12 (130 B)", 261, 304},
     {"iperf3_12_udp_bidir_p2", "params udp/bidir P2 t10 O0 rb0 v3.12 (164 B)", 712, 751},
     {"iperf3_12_title_extra", "params tcp/forward P1 t2 O1 rb0 v3.12 (156 B)", 281, 320},
+    // --get-server-output; the server's results and DISPLAY_RESULTS came in one read.
+    {"iperf3_12_server_output_json_p2", "params tcp/forward P2 t1 O0 rb0 v3.12 (145 B)", 377, 3156},
+    {"iperf3_12_server_output_text_udp_p2", "params udp/forward P2 t1 O0 rb0 v3.12 (164 B)", 401,
+     1356},
 };
 
 class RealTranscriptTest : public ::testing::TestWithParam<Capture> {};
 
 TEST_P(RealTranscriptTest, SameEventsUnderEverySplit) {
   const Capture& capture = GetParam();
-  const std::string path =
-      std::string(PROTO_TESTDATA_DIR) + "/" + std::string(capture.file) + ".hex";
-  std::ifstream in(path);
-  ASSERT_TRUE(in) << path;
+  const auto reads = testing::readCapture(capture.file);
+  ASSERT_TRUE(reads.has_value()) << capture.file;
   Transcript transcript;
-  std::string tag;
-  std::string hex;
   std::string cookie_text;
-  while (in >> tag >> hex) {
-    ASSERT_TRUE(tag == "C" || tag == "S") << tag;
-    ASSERT_EQ(hex.size() % 2, 0u);
-    Bytes bytes;
-    for (std::size_t i = 0; i < hex.size(); i += 2) {
-      bytes.push_back(static_cast<std::uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
-    }
+  for (const testing::CapturedRead& read : *reads) {
     if (transcript.empty()) {
-      ASSERT_EQ(bytes.size(), kCookieSize);
-      cookie_text.assign(bytes.begin(), bytes.end() - 1);
+      ASSERT_EQ(read.bytes.size(), kCookieSize);
+      cookie_text.assign(read.bytes.begin(), read.bytes.end() - 1);
     }
-    transcript.push_back(tag == "C" ? fromClient(std::move(bytes)) : fromServer(std::move(bytes)));
+    transcript.push_back(read.side == Side::Client ? fromClient(read.bytes)
+                                                   : fromServer(read.bytes));
   }
   transcript.push_back(endOf(Side::Client));
   transcript.push_back(endOf(Side::Server));

@@ -1,10 +1,15 @@
 #include "proto/server_report.h"
 
+#include <regex>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "proto/capture_file.h"
+#include "proto/control_codec.h"
 
 namespace iperf3proxy::proto {
 namespace {
@@ -159,6 +164,85 @@ TEST(ServerReport, MalformedJsonReportPartsAreSkipped) {
   EXPECT_EQ(out["connected"][2]["remote_port"], 50001);
   EXPECT_EQ(out["connected"][2]["local_host"], "192.0.2.1");
 }
+
+// The server's results of a real iperf3 3.12 test, as the codec captures them.
+std::string capturedServerResults(std::string_view capture) {
+  const auto reads = testing::readCapture(capture);
+  EXPECT_TRUE(reads.has_value()) << capture;
+  ControlCodec codec;
+  codec.captureServerResults();
+  std::string json;
+  for (const testing::CapturedRead& read : reads.value_or(std::vector<testing::CapturedRead>{})) {
+    const FeedResult result =
+        read.side == Side::Client ? codec.feedClient(read.bytes) : codec.feedServer(read.bytes);
+    EXPECT_FALSE(result.failure.has_value());
+    for (const ControlEvent& event : result.events) {
+      if (const auto* results = std::get_if<ResultsReceived>(&event); results && results->json) {
+        json = *results->json;
+      }
+    }
+  }
+  EXPECT_FALSE(json.empty()) << capture;
+  return json;
+}
+
+// Every "host port" pair of the report that names the recording relay's side (127.0.0.1, not the
+// server's port 5301), in order of appearance.
+std::vector<Endpoint> relayEndpointsIn(const std::string& text) {
+  static const std::regex kEndpoint(
+      R"re((?:from |connected to |"host":|"remote_host":)"?([0-9.]+)"?(?:, port |,"port":| port |,"remote_port":)([0-9]+))re");
+  std::vector<Endpoint> found;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), kEndpoint);
+       it != std::sregex_iterator(); ++it) {
+    found.push_back({(*it)[1].str(), static_cast<std::uint16_t>(std::stoi((*it)[2].str()))});
+  }
+  return found;
+}
+
+class RealServerReport : public ::testing::TestWithParam<std::string_view> {};
+
+TEST_P(RealServerReport, EveryConnectionOfTheReportIsTranslated) {
+  const std::string results = capturedServerResults(GetParam());
+  const Json original = Json::parse(results);
+  const std::string report = original.contains("server_output_text")
+                                 ? original["server_output_text"].get<std::string>()
+                                 : original["server_output_json"]["start"].dump();
+  const std::vector<Endpoint> named = relayEndpointsIn(report);
+  ASSERT_EQ(named.size(), 3u) << report;  // the control connection and two streams
+  std::vector<ConnectionView> views;
+  for (std::size_t i = 0; i < named.size(); ++i) {
+    views.push_back(
+        {named[i], {"2001:db8::7", static_cast<std::uint16_t>(60000 + i)}, {"2001:db8::1", 5201}});
+  }
+
+  const auto translated = translateServerReport(results, views);
+
+  ASSERT_TRUE(translated.has_value());
+  EXPECT_EQ(translated->translated, 3);
+  EXPECT_EQ(translated->unknown, 0);
+  Json out = Json::parse(translated->json);
+  const std::string new_report = out.contains("server_output_text")
+                                     ? out["server_output_text"].get<std::string>()
+                                     : out["server_output_json"]["start"].dump();
+  EXPECT_TRUE(relayEndpointsIn(new_report).empty()) << new_report;
+  EXPECT_EQ(new_report.find("5301"), std::string::npos) << new_report;
+  for (std::size_t i = 0; i < named.size(); ++i) {
+    EXPECT_NE(new_report.find(std::to_string(60000 + i)), std::string::npos) << new_report;
+  }
+  // Nothing else changed: the streams, the CPU figures and the rest of the report.
+  out.erase(out.contains("server_output_text") ? "server_output_text" : "server_output_json");
+  Json rest = original;
+  rest.erase(rest.contains("server_output_text") ? "server_output_text" : "server_output_json");
+  EXPECT_EQ(out, rest);
+}
+
+INSTANTIATE_TEST_SUITE_P(Iperf312,
+                         RealServerReport,
+                         ::testing::Values("iperf3_12_server_output_json_p2",
+                                           "iperf3_12_server_output_text_udp_p2"),
+                         [](const ::testing::TestParamInfo<std::string_view>& test_info) {
+                           return std::string(test_info.param);
+                         });
 
 }  // namespace
 }  // namespace iperf3proxy::proto
