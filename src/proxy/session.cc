@@ -22,30 +22,6 @@ constexpr long kDurationGraceMs = 10'000;
 // What the iperf3 server writes on a data connection it refuses.
 constexpr std::uint8_t kAccessDeniedByte = 0xff;
 
-// The first byte waiting on a socket, read or only peeked at.
-struct FirstByte {
-  enum class Status { Data, Eof, Again, Error } status;
-  std::uint8_t byte = 0;
-  int error = 0;
-};
-
-FirstByte readFirstByte(int fd, int flags) {
-  FirstByte result{FirstByte::Status::Data};
-  const ssize_t n = ::recv(fd, &result.byte, 1, flags | MSG_DONTWAIT);
-  if (n == 1) {
-    return result;
-  }
-  if (n == 0) {
-    result.status = FirstByte::Status::Eof;
-  } else if (errno == EAGAIN || errno == EINTR) {
-    result.status = FirstByte::Status::Again;
-  } else {
-    result.status = FirstByte::Status::Error;
-    result.error = errno;
-  }
-  return result;
-}
-
 void putBigEndian32(std::uint8_t* out, std::int32_t value) {
   const auto v = static_cast<std::uint32_t>(value);
   out[0] = static_cast<std::uint8_t>(v >> 24);
@@ -246,7 +222,7 @@ void Session::onState(const proto::StateReceived& received) {
           test_deadline_.armMs((settings_.limits.max_duration_s + params_->omit_s) * 1000 +
                                kDurationGraceMs);
         }
-        if (resolver_ && !resolver_->allPaired()) {
+        if (pairing_ && !pairing_->allPaired()) {
           role_deadline_.armMs(settings_.timeouts.role_settle_ms);
         }
         return;
@@ -286,18 +262,16 @@ void Session::beginStreamCreation() {
     // client's creation order as long as the proxy forwards them as they come (protocol §7.5).
     return;
   }
-  resolver_ =
-      std::make_unique<roles::RoleResolver>(params_->uploadStreams(), params_->downloadStreams());
-  stream_options_ =
-      net::StreamSocketOptions{params_->congestion, params_->tos,     params_->window,
-                               params_->mss,        params_->fq_rate, params_->nodelay};
-  dialer_ = std::make_unique<StreamDialer>(
-      loop_, *backend_, cookie_, settings_.timeouts.backend_connect_ms, stream_options_,
-      StreamDialer::Callbacks{[this](net::UniqueFd fd) { onServerStreamReady(std::move(fd)); },
-                              [this](int error) {
-                                close(CloseReason::StreamDialFailed,
-                                      "backend data connection: " + net::errnoText(error));
-                              }});
+  pairing_ = std::make_unique<StreamPairing>(
+      loop_, *params_, *backend_, cookie_, settings_.timeouts.backend_connect_ms, prefix(),
+      StreamPairing::Callbacks{
+          [this](roles::Flow flow, net::UniqueFd client, net::UniqueFd server) {
+            startRelay(flow, std::move(client), std::move(server));
+          },
+          [this] { onAllPaired(); },
+          [this](CloseReason reason, std::string detail) {
+            close(reason, detail);
+          }});
 }
 
 void Session::onControlProtocolError(const proto::CodecFailure& failure) {
@@ -372,178 +346,31 @@ void Session::attachStream(net::UniqueFd fd, const net::Address& peer) {
     rejectStream(std::move(fd), peer, "the test is not creating streams");
     return;
   }
-  if (params_->transport != proto::Transport::Tcp) {
+  if (!pairing_) {
     rejectStream(std::move(fd), peer, "a TCP data connection in a UDP test");
     return;
   }
-  if (client_streams_accepted_ >= params_->totalStreams()) {
+  if (pairing_->clientStreams() >= params_->totalStreams()) {
     rejectStream(
         std::move(fd), peer,
         fmt::format("more data connections than the test declared ({})", params_->totalStreams()));
     return;
   }
-  const roles::StreamId id = next_client_id_++;
-  ++client_streams_accepted_;
-  if (const std::string failed = net::applyStreamOptions(fd.get(), stream_options_);
-      !failed.empty()) {
-    spdlog::debug("{} client data connection: could not set {}", prefix(), failed);
-  }
-  client_streams_[id] = PendingStream{std::move(fd), peer.port(), nullptr};
-  // The backend connection is opened at once: servers from 3.15 give up on a data connection
-  // whose cookie does not arrive within 10 s.
-  dialer_->dialOne();
-  if (params_->role_byte) {
-    readRoleByte(id);
-  } else {
-    registerClientStream(id, std::nullopt);
-  }
+  pairing_->addClientStream(std::move(fd), peer.port());
 }
 
-void Session::watchStream(PendingStream& stream, std::function<void()> on_readable) {
-  stream.watch = std::make_unique<ev::IoEvent>(loop_, stream.fd.get(), ev::IoEvent::Kind::Read,
-                                               std::move(on_readable));
-  stream.watch->enable();
+void Session::onAllPaired() {
+  creating_streams_ = false;
+  stream_setup_deadline_.disarm();
+  role_deadline_.disarm();
 }
 
-Session::PendingStream* Session::findPending(std::map<roles::StreamId, PendingStream>& streams,
-                                             roles::StreamId id) {
-  auto it = streams.find(id);
-  return closed_ || it == streams.end() ? nullptr : &it->second;
-}
-
-void Session::readRoleByte(roles::StreamId id) {
-  watchStream(client_streams_.at(id), [this, id] { onRoleByteReadable(id); });
-}
-
-void Session::onRoleByteReadable(roles::StreamId id) {
-  PendingStream* stream = findPending(client_streams_, id);
-  if (stream == nullptr) {
-    return;
-  }
-  // Read, not peeked: the role byte is the proxy's and never reaches the server.
-  const FirstByte first = readFirstByte(stream->fd.get(), 0);
-  if (first.status == FirstByte::Status::Again) {
-    return;
-  }
-  retireWatch(*stream);
-  if (first.status != FirstByte::Status::Data) {
-    close(CloseReason::StreamClosedEarly, "data connection closed before its role byte");
-    return;
-  }
-  registerClientStream(id, roles::decodeRoleByte(first.byte));
-}
-
-void Session::registerClientStream(roles::StreamId id, std::optional<roles::RoleByte> role_byte) {
-  resolver_->addClientStream(id, client_streams_.at(id).source_port, role_byte);
-  if (!resolver_->clientFlow(id)) {
-    watchClientStream(id);
-  }
-  settlePairs(resolver_->takeSettled());
-}
-
-void Session::watchClientStream(roles::StreamId id) {
-  watchStream(client_streams_.at(id), [this, id] { onClientStreamReadable(id); });
-}
-
-void Session::onClientStreamReadable(roles::StreamId id) {
-  PendingStream* stream = findPending(client_streams_, id);
-  if (stream == nullptr) {
-    return;
-  }
-  // Peek only: the byte is test data and goes to the server once the connection is paired.
-  const FirstByte first = readFirstByte(stream->fd.get(), MSG_PEEK);
-  if (first.status == FirstByte::Status::Again) {
-    return;
-  }
-  stream->watch->disable();
-  if (first.status != FirstByte::Status::Data) {
-    close(CloseReason::StreamClosedEarly,
-          first.status == FirstByte::Status::Eof
-              ? "client closed a data connection before its role was known"
-              : "client data connection: " + net::errnoText(first.error));
-    return;
-  }
-  // Test data from the client: this connection is one of the client's senders.
-  resolver_->clientSentData(id);
-  settlePairs(resolver_->takeSettled());
-}
-
-void Session::onServerStreamReady(net::UniqueFd fd) {
-  if (closed_) {
-    return;
-  }
-  const roles::StreamId id = next_server_id_++;
-  auto& stream = server_streams_[id] = PendingStream{std::move(fd), 0, nullptr};
-  resolver_->addServerStream(id);
-  if (params_->mode == proto::TestMode::Bidirectional) {
-    // Confirmation: the server's senders write as soon as the test runs, its receivers never do.
-    watchStream(stream, [this, id] { onServerStreamReadable(id); });
-  }
-  settlePairs(resolver_->takeSettled());
-}
-
-void Session::onServerStreamReadable(roles::StreamId id) {
-  PendingStream* stream = findPending(server_streams_, id);
-  if (stream == nullptr) {
-    return;
-  }
-  const FirstByte first = readFirstByte(stream->fd.get(), MSG_PEEK);
-  if (first.status == FirstByte::Status::Again) {
-    return;
-  }
-  stream->watch->disable();
-  if (first.status != FirstByte::Status::Data) {
-    close(CloseReason::StreamClosedEarly, "backend closed a data connection before pairing");
-    return;
-  }
-  if (!resolver_->serverSentData(id)) {
-    backend_role_mismatch_ = true;
-    spdlog::warn(
-        "{} backend sent data on a connection it should receive on: the server's "
-        "accept order differs from the proxy's dial order",
-        prefix());
-  }
-}
-
-void Session::settlePairs(std::vector<roles::Pairing> pairs) {
-  for (const auto& pairing : pairs) {
-    if (closed_) {
-      return;
-    }
-    startRelay(pairing);
-  }
-  if (!closed_ && resolver_->allPaired()) {
-    creating_streams_ = false;
-    stream_setup_deadline_.disarm();
-    role_deadline_.disarm();
-    spdlog::debug("{} all {} data connections paired; roles repaired: {}, arrived out of order: {}",
-                  prefix(), relays_.size(), resolver_->repairedRoles(),
-                  resolver_->misorderedArrivals());
-  }
-}
-
-void Session::retireWatch(PendingStream& stream) {
-  // The watch may be the event whose callback is running: stop it now, free it later.
-  if (stream.watch) {
-    stream.watch->disable();
-    loop_.deferredDestroy(std::move(stream.watch));
-  }
-}
-
-void Session::startRelay(const roles::Pairing& pairing) {
-  auto client = client_streams_.extract(pairing.client);
-  auto server = server_streams_.extract(pairing.server);
-  if (client.empty() || server.empty()) {
-    return;
-  }
-  retireWatch(client.mapped());
-  retireWatch(server.mapped());
+void Session::startRelay(roles::Flow flow, net::UniqueFd client, net::UniqueFd server) {
   if (server_report_) {
-    server_report_->addConnection(client.mapped().fd.get(), server.mapped().fd.get());
+    server_report_->addConnection(client.get(), server.get());
   }
   auto relay = std::make_unique<StreamRelay>(
-      loop_, static_cast<int>(relays_.size()), pairing.flow, std::move(client.mapped().fd),
-      std::move(server.mapped().fd),
+      loop_, static_cast<int>(relays_.size()), flow, std::move(client), std::move(server),
       [this](StreamRelay& done, const SplicePump::Completion& completion) {
         onRelayDone(done, completion);
       });
@@ -624,22 +451,12 @@ void Session::onRoleDeadline() {
     }
     return;
   }
-  if (!resolver_ || resolver_->allPaired()) {
-    return;
-  }
-  if (!resolver_->allClientStreamsArrived() || !resolver_->allServerStreamsArrived()) {
+  if (pairing_ && !pairing_->settleByGuess()) {
     close(CloseReason::StreamSetupTimeout,
           fmt::format("{} of {} client and {} of {} backend data connections within {} ms",
-                      client_streams_accepted_, params_->totalStreams(), next_server_id_,
+                      pairing_->clientStreams(), params_->totalStreams(), pairing_->serverStreams(),
                       params_->totalStreams(), settings_.timeouts.stream_setup_ms));
-    return;
   }
-  roles_guessed_ = true;
-  spdlog::warn(
-      "{} the client's roles were not all evident in time; pairing the rest by "
-      "source-port order",
-      prefix());
-  settlePairs(resolver_->settleByGuess());
 }
 
 void Session::drainUploadsBeforeTestEnd() {
@@ -732,8 +549,8 @@ void Session::close(CloseReason reason, const std::string& detail) {
   if (control_) {
     control_->stop();
   }
-  if (dialer_) {
-    dialer_->stop();
+  if (pairing_) {
+    pairing_->stop();
   }
   for (ev::Timer* timer :
        {&backend_retry_, &backend_deadline_, &stream_setup_deadline_, &role_deadline_, &end_linger_,
@@ -742,16 +559,6 @@ void Session::close(CloseReason reason, const std::string& detail) {
   }
   if (backend_connect_event_) {
     backend_connect_event_->disable();
-  }
-  for (auto& [id, stream] : client_streams_) {
-    if (stream.watch) {
-      stream.watch->disable();
-    }
-  }
-  for (auto& [id, stream] : server_streams_) {
-    if (stream.watch) {
-      stream.watch->disable();
-    }
   }
   for (const auto& relay : relays_) {
     bytes_up_ += relay->bytesFromClient();
@@ -774,8 +581,8 @@ void Session::logSummary() {
       params_ ? fmt::format("{} {} streams={}", proto::transportName(params_->transport),
                             proto::testModeName(params_->mode), params_->streams_per_direction)
               : std::string("unknown");
-  const int repaired = resolver_ ? resolver_->repairedRoles() : 0;
-  const int misordered = resolver_ ? resolver_->misorderedArrivals() : 0;
+  const int repaired = pairing_ ? pairing_->repairedRoles() : 0;
+  const int misordered = pairing_ ? pairing_->misorderedArrivals() : 0;
   const auto level = reason_ == CloseReason::Completed || reason_ == CloseReason::ServerBusy
                          ? spdlog::level::info
                          : spdlog::level::warn;
@@ -784,8 +591,9 @@ void Session::logSummary() {
               "reason={}{}{} roles_repaired={} out_of_order={}{}{}{}",
               prefix(), client_address_.toString(), shape, bytes_up_, bytes_down_, seconds,
               closeReasonName(reason_), reason_detail_.empty() ? "" : ": ", reason_detail_,
-              repaired, misordered, roles_guessed_ ? " roles_guessed=yes" : "",
-              backend_role_mismatch_ ? " backend_role_mismatch=yes" : "",
+              repaired, misordered,
+              pairing_ && pairing_->rolesGuessed() ? " roles_guessed=yes" : "",
+              pairing_ && pairing_->backendRoleMismatch() ? " backend_role_mismatch=yes" : "",
               udp_dropped_ > 0 ? fmt::format(" udp_dropped={}", udp_dropped_) : "");
 }
 

@@ -21,10 +21,9 @@
 #include "proxy/control_relay.h"
 #include "proxy/server_report_translation.h"
 #include "proxy/settings.h"
-#include "proxy/stream_dialer.h"
+#include "proxy/stream_pairing.h"
 #include "proxy/stream_relay.h"
 #include "proxy/udp_flow.h"
-#include "roles/role_resolver.h"
 
 namespace iperf3proxy::proxy {
 
@@ -89,12 +88,6 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   CloseReason closeReason() const { return reason_; }
 
  private:
-  struct PendingStream {
-    net::UniqueFd fd;
-    std::uint16_t source_port = 0;
-    std::unique_ptr<ev::IoEvent> watch;
-  };
-
   // Backend control connection.
   void connectBackend();
   void onBackendConnectReady();
@@ -113,18 +106,8 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   void beginStreamCreation();
 
   // Data connections.
-  void readRoleByte(roles::StreamId id);
-  void onRoleByteReadable(roles::StreamId id);
-  void registerClientStream(roles::StreamId id, std::optional<roles::RoleByte> role_byte);
-  void watchClientStream(roles::StreamId id);
-  void onClientStreamReadable(roles::StreamId id);
-  void onServerStreamReady(net::UniqueFd fd);
-  void onServerStreamReadable(roles::StreamId id);
-  void watchStream(PendingStream& stream, std::function<void()> on_readable);
-  PendingStream* findPending(std::map<roles::StreamId, PendingStream>& streams, roles::StreamId id);
-  void retireWatch(PendingStream& stream);
-  void settlePairs(std::vector<roles::Pairing> pairs);
-  void startRelay(const roles::Pairing& pairing);
+  void startRelay(roles::Flow flow, net::UniqueFd client, net::UniqueFd server);
+  void onAllPaired();
   void onRelayDone(StreamRelay& relay, const SplicePump::Completion& completion);
   void onRoleDeadline();
   void drainUploadsBeforeTestEnd();
@@ -156,8 +139,6 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   CloseReason reason_ = CloseReason::Completed;
   std::string reason_detail_;
   int rejected_streams_ = 0;
-  bool backend_role_mismatch_ = false;
-  bool roles_guessed_ = false;
   std::uint64_t bytes_up_ = 0;    // client -> server on finished data connections
   std::uint64_t bytes_down_ = 0;  // server -> client on finished data connections
   std::uint64_t last_total_bytes_ = 0;
@@ -175,14 +156,7 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   std::unique_ptr<ControlRelay> control_;
   // Only with --get-server-output: the addresses the server's report must show.
   std::unique_ptr<ServerReportTranslation> server_report_;
-  std::unique_ptr<roles::RoleResolver> resolver_;
-  std::map<roles::StreamId, PendingStream> client_streams_;
-  std::map<roles::StreamId, PendingStream> server_streams_;
-  roles::StreamId next_client_id_ = 0;
-  roles::StreamId next_server_id_ = 0;
-  int client_streams_accepted_ = 0;
-  net::StreamSocketOptions stream_options_;
-  std::unique_ptr<StreamDialer> dialer_;
+  std::unique_ptr<StreamPairing> pairing_;  // TCP tests, from CREATE_STREAMS
   std::vector<std::unique_ptr<StreamRelay>> relays_;
   std::vector<std::unique_ptr<UdpFlow>> flows_;
 
