@@ -475,8 +475,18 @@ void Session::drainUploadsBeforeTestEnd() {
   control_->holdClientToServer();
   uploads_draining_ = static_cast<int>(uploads.size());
   drain_deadline_.armMs(kDrainDeadlineMs);
+  const auto started = std::chrono::steady_clock::now();
   for (StreamRelay* relay : uploads) {
-    relay->drainUpload([this] { onUploadDrained(); });
+    relay->drainUpload([this, relay, started, before = relay->bytesFromClient()] {
+      // For diagnosis: how long the last bytes took and how many arrived after TEST_END.
+      spdlog::debug("{} stream {} upload drained in {} ms, {} bytes after the client's TEST_END",
+                    prefix(), relay->index(),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - started)
+                        .count(),
+                    relay->bytesFromClient() - before);
+      onUploadDrained();
+    });
   }
 }
 
