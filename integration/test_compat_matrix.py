@@ -149,7 +149,8 @@ def server_sees_ipv6_client(r, via, ctx):
             [f"client connected from ::1, the server reports it as {sorted(set(hosts))}"])
 
 
-_CONNECTED_LINE = re.compile(r"^\[\s*\d+\] local (\S+) port (\d+) connected to (\S+) port (\d+)$")
+# Anchored at the end only: a server with --timestamps starts every line with the time.
+_CONNECTED_LINE = re.compile(r"\[\s*\d+\] local (\S+) port (\d+) connected to (\S+) port (\d+)$")
 
 
 def server_report_names_client(r, via, ctx):
@@ -168,8 +169,8 @@ def server_report_names_client(r, via, ctx):
     else:
         text = r.json.get("server_output_text") or ""
         server = sorted((m[3], int(m[4]), m[1], int(m[2]))
-                        for m in (_CONNECTED_LINE.match(line) for line in text.splitlines()) if m)
-        accepted = re.findall(r"^Accepted connection from (\S+), port \d+$", text, re.M)
+                        for m in (_CONNECTED_LINE.search(line) for line in text.splitlines()) if m)
+        accepted = re.findall(r"Accepted connection from (\S+), port \d+$", text, re.M)
     problems = []
     if not server or server != client:
         problems.append(f"the server's report names connections {server}, the client made {client}")
@@ -248,6 +249,9 @@ ROWS: list[Row] = [
         checks=(server_output_json, server_report_names_client)),
     Row("server-output-bidir", "server output, bidir, 2 streams each way",
         ("--get-server-output", "--bidir", "-P", "2", "-t", "1"),
+        checks=(server_output_text_in_json, server_report_names_client)),
+    Row("server-output-timestamps", "server output, server --timestamps",
+        ("--get-server-output", "-P", "2", "-t", "1"), setup="own", server_args=("--timestamps",),
         checks=(server_output_text_in_json, server_report_names_client)),
     Row("server-output-udp", "server output, UDP, server -J",
         ("-u", "--get-server-output", "-P", "2", "-t", "1"), setup="own", server_args=("-J",),

@@ -94,14 +94,17 @@ std::optional<std::uint16_t> parsePort(std::string_view digits) {
   return static_cast<std::uint16_t>(value);
 }
 
-// "Accepted connection from HOST, port PORT"
+// "Accepted connection from HOST, port PORT". Whatever precedes it (a server with --timestamps
+// starts every line with the time) is kept.
 std::optional<std::string> translateAcceptedLine(std::string_view line, Translator& translator) {
   constexpr std::string_view kLead = "Accepted connection from ";
   constexpr std::string_view kPort = ", port ";
-  if (!line.starts_with(kLead)) {
+  const std::size_t lead_at = line.find(kLead);
+  if (lead_at == std::string_view::npos) {
     return std::nullopt;
   }
-  const std::size_t port_at = line.find(kPort, kLead.size());
+  const std::size_t host_at = lead_at + kLead.size();
+  const std::size_t port_at = line.find(kPort, host_at);
   if (port_at == std::string_view::npos) {
     return std::nullopt;
   }
@@ -109,23 +112,21 @@ std::optional<std::string> translateAcceptedLine(std::string_view line, Translat
   if (!port) {
     return std::nullopt;
   }
-  const Endpoint peer{std::string(line.substr(kLead.size(), port_at - kLead.size())), *port};
+  const Endpoint peer{std::string(line.substr(host_at, port_at - host_at)), *port};
   const ConnectionView* view = translator.find(peer);
   if (view == nullptr) {
     return std::nullopt;
   }
-  return std::string(kLead) + view->client.host + std::string(kPort) +
+  return std::string(line.substr(0, host_at)) + view->client.host + std::string(kPort) +
          std::to_string(view->client.port);
 }
 
-// "[ ID] local HOST port PORT connected to HOST port PORT"; the "[ ID]" prefix is kept as it is.
+// "[ ID] local HOST port PORT connected to HOST port PORT"; everything up to "local " (the
+// stream id, and a timestamp with --timestamps) is kept as it is.
 std::optional<std::string> translateConnectedLine(std::string_view line, Translator& translator) {
   constexpr std::string_view kLocal = "] local ";
   constexpr std::string_view kPort = " port ";
   constexpr std::string_view kTo = " connected to ";
-  if (!line.starts_with("[")) {
-    return std::nullopt;
-  }
   const std::size_t local_at = line.find(kLocal);
   const std::size_t to_at = line.find(kTo);
   if (local_at == std::string_view::npos || to_at == std::string_view::npos || to_at < local_at) {

@@ -86,6 +86,23 @@ TEST(ServerReport, TextReportRewritesOnlyTheAddressLines) {
             "[  5]   0.00-1.00   sec  1.02 GBytes  8.72 Gbits/sec                  receiver\n");
 }
 
+TEST(ServerReport, TimestampedLinesKeepTheirTimestamps) {
+  const Json results = {
+      {"server_output_text",
+       "Fri Nov 27 17:09:37 2026 Accepted connection from 127.0.0.1, port 40001\n"
+       "Fri Nov 27 17:09:37 2026 [  5] local 127.0.0.1 port 5202 connected to 127.0.0.1 port "
+       "40002\n"}};
+
+  const auto translated = translateServerReport(results.dump(), kViews);
+
+  ASSERT_TRUE(translated.has_value());
+  EXPECT_EQ(translated->translated, 2);
+  EXPECT_EQ(Json::parse(translated->json)["server_output_text"],
+            "Fri Nov 27 17:09:37 2026 Accepted connection from 10.0.0.7, port 50000\n"
+            "Fri Nov 27 17:09:37 2026 [  5] local 192.0.2.1 port 5201 connected to 10.0.0.7 port "
+            "50001\n");
+}
+
 TEST(ServerReport, IPv6ClientBehindAnIPv4Backend) {
   const std::vector<ConnectionView> views = {
       {{"127.0.0.1", 40001}, {"2001:db8::7", 50000}, {"2001:db8::1", 5201}},
@@ -124,7 +141,7 @@ TEST(ServerReport, LinesThatOnlyLookLikeAddressLinesStayAsTheyAre) {
       "Accepted connection from 127.0.0.1, port forty\n"
       "[  5] local 127.0.0.1 port 5202 connected to 127.0.0.1 port 99999\n"
       "[  5] local 127.0.0.1 port 5202 connected to 127.0.0.1\n"
-      "local 127.0.0.1 port 5202 connected to 127.0.0.1 port 40002\n"
+      "local 127.0.0.1 port 5202 connected to 127.0.0.1 port 40002 and more\n"
       "no newline at the end";
   const Json results = {{"server_output_text", text}};
 
