@@ -160,22 +160,29 @@ void StreamPairing::registerClientStream(roles::StreamId id,
   settle(resolver_.takeSettled());
 }
 
-void StreamPairing::onClientStreamReadable(roles::StreamId id) {
-  PendingStream* stream = find(client_streams_, id);
+bool StreamPairing::peekedTestData(Streams& streams, roles::StreamId id, std::string_view who) {
+  PendingStream* stream = find(streams, id);
   if (stream == nullptr) {
-    return;
+    return false;
   }
-  // Peek only: the byte is test data and goes to the server once the connection is paired.
+  // Peek only: the byte is test data and goes to the other side once the connection is paired.
   const FirstByte first = readFirstByte(stream->fd.get(), MSG_PEEK);
   if (first.status == FirstByte::Status::Again) {
-    return;
+    return false;
   }
   stream->watch->disable();
   if (first.status != FirstByte::Status::Data) {
     fail(CloseReason::StreamClosedEarly,
          first.status == FirstByte::Status::Eof
-             ? "client closed a data connection before its role was known"
-             : "client data connection: " + net::errnoText(first.error));
+             ? fmt::format("{} closed a data connection before it was paired", who)
+             : fmt::format("{} data connection: {}", who, net::errnoText(first.error)));
+    return false;
+  }
+  return true;
+}
+
+void StreamPairing::onClientStreamReadable(roles::StreamId id) {
+  if (!peekedTestData(client_streams_, id, "client")) {
     return;
   }
   // Test data from the client: this connection is one of the client's senders.
@@ -198,17 +205,7 @@ void StreamPairing::onServerStreamReady(net::UniqueFd fd) {
 }
 
 void StreamPairing::onServerStreamReadable(roles::StreamId id) {
-  PendingStream* stream = find(server_streams_, id);
-  if (stream == nullptr) {
-    return;
-  }
-  const FirstByte first = readFirstByte(stream->fd.get(), MSG_PEEK);
-  if (first.status == FirstByte::Status::Again) {
-    return;
-  }
-  stream->watch->disable();
-  if (first.status != FirstByte::Status::Data) {
-    fail(CloseReason::StreamClosedEarly, "backend closed a data connection before pairing");
+  if (!peekedTestData(server_streams_, id, "backend")) {
     return;
   }
   if (!resolver_.serverSentData(id)) {

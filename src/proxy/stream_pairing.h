@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "ev/io_event.h"
 #include "net/address.h"
@@ -88,6 +89,9 @@ class StreamPairing {
   void onServerStreamReadable(roles::StreamId id);
   void watch(PendingStream& stream, std::function<void()> on_readable);
   PendingStream* find(Streams& streams, roles::StreamId id);
+  // Whether test data waits on a watched connection (peeked, never consumed). On EOF or an error
+  // the test fails, naming `who` (client or backend).
+  bool peekedTestData(Streams& streams, roles::StreamId id, std::string_view who);
   void retireWatch(PendingStream& stream);
   void settle(const std::vector<roles::Pairing>& pairs);
   void fail(CloseReason reason, std::string detail);

@@ -833,6 +833,16 @@ TEST(ControlCodecTest, ResultsAreCountedNotBuffered) {
   EXPECT_EQ(describe(last.events[0]), "server DISPLAY_RESULTS");
 }
 
+// A forward test from the cookie to the server's EXCHANGE_RESULTS (5 server bytes).
+void feedUpToExchangeResults(ControlCodec& codec) {
+  feed(codec, Side::Client, cookie());
+  feed(codec, Side::Server, states({State::ParamExchange}));
+  feed(codec, Side::Client, json(kForwardParams));
+  feed(codec, Side::Server, states({State::CreateStreams, State::TestStart, State::TestRunning}));
+  feed(codec, Side::Client, states({State::TestEnd}));
+  feed(codec, Side::Server, states({State::ExchangeResults}));
+}
+
 TEST(ControlCodecTest, CapturedServerResultsCarryTheirJsonAndWhereTheMessageBegan) {
   const Bytes message = concat({json(kServerResults), states({State::DisplayResults})});
   const std::uint64_t message_offset = 5;  // PARAM_EXCHANGE .. TEST_RUNNING, EXCHANGE_RESULTS
@@ -840,12 +850,7 @@ TEST(ControlCodecTest, CapturedServerResultsCarryTheirJsonAndWhereTheMessageBega
     SCOPED_TRACE(split);
     ControlCodec codec;
     codec.captureServerResults();
-    feed(codec, Side::Client, cookie());
-    feed(codec, Side::Server, states({State::ParamExchange}));
-    feed(codec, Side::Client, json(kForwardParams));
-    feed(codec, Side::Server, states({State::CreateStreams, State::TestStart, State::TestRunning}));
-    feed(codec, Side::Client, states({State::TestEnd}));
-    feed(codec, Side::Server, states({State::ExchangeResults}));
+    feedUpToExchangeResults(codec);
     EXPECT_FALSE(codec.serverResultsCaptureStart().has_value());
     feed(codec, Side::Client, json(kClientResults));
 
@@ -879,12 +884,7 @@ TEST(ControlCodecTest, CapturedServerResultsCarryTheirJsonAndWhereTheMessageBega
 TEST(ControlCodecTest, ClientResultsAreNeverCaptured) {
   ControlCodec codec;
   codec.captureServerResults();
-  feed(codec, Side::Client, cookie());
-  feed(codec, Side::Server, states({State::ParamExchange}));
-  feed(codec, Side::Client, json(kForwardParams));
-  feed(codec, Side::Server, states({State::CreateStreams, State::TestStart, State::TestRunning}));
-  feed(codec, Side::Client, states({State::TestEnd}));
-  feed(codec, Side::Server, states({State::ExchangeResults}));
+  feedUpToExchangeResults(codec);
   const FeedResult result = feed(codec, Side::Client, json(kClientResults));
   ASSERT_EQ(result.events.size(), 1u);
   const auto* results = std::get_if<ResultsReceived>(&result.events[0]);
