@@ -250,6 +250,7 @@ std::optional<CodecFailure> ControlCodec::onJsonLengthByte(Side side,
   if (d.partial.empty()) {
     d.message_offset = byte_offset;
     d.capturing = d.capture && d.json_kind == JsonKind::Results;
+    d.capture_skipped = false;
   }
   d.partial.push_back(byte);
   if (d.partial.size() < 4) {
@@ -267,6 +268,11 @@ std::optional<CodecFailure> ControlCodec::onJsonLengthByte(Side side,
   d.json_length = length;
   d.json_remaining = length;
   d.expect = Expect::JsonBody;
+  if (d.capturing && length > limits_.max_captured_results) {
+    // Too large to translate: the message streams through like any other (the hold ends here).
+    d.capturing = false;
+    d.capture_skipped = true;
+  }
   if (d.json_kind == JsonKind::Params) {
     d.partial.reserve(length);
   } else if (d.capturing) {
@@ -281,7 +287,7 @@ void ControlCodec::onJsonComplete(Side side, std::vector<ControlEvent>& events) 
   Direction& d = dir(side);
   d.expect = Expect::State;
   if (d.json_kind == JsonKind::Results) {
-    ResultsReceived results{side, d.json_length, d.message_offset, std::nullopt};
+    ResultsReceived results{side, d.json_length, d.message_offset, std::nullopt, d.capture_skipped};
     if (d.capturing) {
       results.json.emplace(reinterpret_cast<const char*>(d.partial.data()), d.partial.size());
       d.capturing = false;

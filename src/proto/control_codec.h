@@ -43,8 +43,9 @@ struct ParamsRejected {
 struct ResultsReceived {
   Side from;
   std::size_t json_size;
-  std::uint64_t message_offset = 0;  // where the message (length, then JSON) began in that stream
-  std::optional<std::string> json;   // the JSON itself, only when captured
+  std::uint64_t message_offset = 0;   // where the message (length, then JSON) began in that stream
+  std::optional<std::string> json;    // the JSON itself, only when captured
+  bool too_large_to_capture = false;  // capture was asked for, but the JSON is above the cap
 };
 
 struct ServerErrorReceived {
@@ -89,6 +90,7 @@ struct FeedResult {
 struct CodecLimits {
   std::uint32_t max_params_json = kDefaultMaxParamsJson;
   std::uint32_t max_results_json = kDefaultMaxResultsJson;
+  std::uint32_t max_captured_results = kDefaultMaxCapturedResults;
 };
 
 // A pure decoder of one iperf3 control connection, both directions (bytes in, events out).
@@ -132,6 +134,7 @@ class ControlCodec {
     std::uint64_t message_offset = 0;  // where the current JSON message began
     bool capture = false;              // keep results JSON (server side only)
     bool capturing = false;            // a captured results message is in progress
+    bool capture_skipped = false;      // this results message is above the capture cap
   };
 
   FeedResult feed(Side side, std::span<const std::uint8_t> bytes);

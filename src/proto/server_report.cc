@@ -1,5 +1,6 @@
 #include "proto/server_report.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include <nlohmann/json.hpp>
@@ -14,9 +15,9 @@ class Translator {
  public:
   explicit Translator(std::span<const ConnectionView> views) : views_(views) {}
 
-  const ConnectionView* find(const Endpoint& server_peer) {
+  const ConnectionView* find(ConnectionView::Kind kind, const Endpoint& server_peer) {
     for (const ConnectionView& view : views_) {
-      if (view.server_peer == server_peer) {
+      if (view.kind == kind && view.server_peer == server_peer) {
         ++translated_;
         return &view;
       }
@@ -59,7 +60,7 @@ void translateJsonReport(Json& report, Translator& translator) {
   if (auto accepted = start.find("accepted_connection");
       accepted != start.end() && accepted->is_object()) {
     if (const auto peer = endpointFrom(*accepted, "host", "port")) {
-      if (const ConnectionView* view = translator.find(*peer)) {
+      if (const ConnectionView* view = translator.find(ConnectionView::Kind::Control, *peer)) {
         (*accepted)["host"] = view->client.host;
         (*accepted)["port"] = view->client.port;
       }
@@ -74,7 +75,7 @@ void translateJsonReport(Json& report, Translator& translator) {
       continue;
     }
     if (const auto peer = endpointFrom(connection, "remote_host", "remote_port")) {
-      if (const ConnectionView* view = translator.find(*peer)) {
+      if (const ConnectionView* view = translator.find(ConnectionView::Kind::Data, *peer)) {
         connection["local_host"] = view->client_target.host;
         connection["local_port"] = view->client_target.port;
         connection["remote_host"] = view->client.host;
@@ -113,7 +114,7 @@ std::optional<std::string> translateAcceptedLine(std::string_view line, Translat
     return std::nullopt;
   }
   const Endpoint peer{std::string(line.substr(host_at, port_at - host_at)), *port};
-  const ConnectionView* view = translator.find(peer);
+  const ConnectionView* view = translator.find(ConnectionView::Kind::Control, peer);
   if (view == nullptr) {
     return std::nullopt;
   }
@@ -142,7 +143,7 @@ std::optional<std::string> translateConnectedLine(std::string_view line, Transla
     return std::nullopt;
   }
   const Endpoint peer{std::string(remote.substr(0, remote_port_at)), *port};
-  const ConnectionView* view = translator.find(peer);
+  const ConnectionView* view = translator.find(ConnectionView::Kind::Data, peer);
   if (view == nullptr) {
     return std::nullopt;
   }
@@ -171,30 +172,60 @@ std::string translateTextReport(std::string_view text, Translator& translator) {
   return out;
 }
 
+// The deepest nesting of arrays and objects, strings skipped; a bound for parsing and dumping.
+int nestingDepth(std::string_view json) {
+  int depth = 0;
+  int deepest = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (const char c : json) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 }  // namespace
 
-std::optional<TranslatedReport> translateServerReport(std::string_view results_json,
-                                                      std::span<const ConnectionView> views) {
+TranslatedReport translateServerReport(std::string_view results_json,
+                                       std::span<const ConnectionView> views) {
+  TranslatedReport outcome;
+  if (nestingDepth(results_json) > kMaxReportDepth) {
+    outcome.unreadable = "nested too deeply";
+    return outcome;
+  }
   Json root = Json::parse(results_json.begin(), results_json.end(), nullptr,
                           /*allow_exceptions=*/false);
   if (root.is_discarded() || !root.is_object()) {
-    return std::nullopt;
+    outcome.unreadable = "not a JSON object this parser reads";
+    return outcome;
   }
   Translator translator(views);
-  bool has_report = false;
   if (auto report = root.find("server_output_json"); report != root.end()) {
-    has_report = true;
     translateJsonReport(*report, translator);
   }
   if (auto report = root.find("server_output_text"); report != root.end() && report->is_string()) {
-    has_report = true;
     *report = translateTextReport(report->get_ref<const std::string&>(), translator);
   }
-  if (!has_report) {
-    return std::nullopt;
+  outcome.translated = translator.translated();
+  outcome.unknown = translator.unknown();
+  if (outcome.translated > 0) {
+    outcome.json = root.dump(-1, ' ', false, Json::error_handler_t::replace);
   }
-  return TranslatedReport{root.dump(-1, ' ', false, Json::error_handler_t::replace),
-                          translator.translated(), translator.unknown()};
+  return outcome;
 }
 
 }  // namespace iperf3proxy::proto

@@ -21,16 +21,25 @@ struct Endpoint {
 // Through the proxy the server reports its own socket's addresses, which are the proxy's; directly
 // it would report the client's.
 struct ConnectionView {
+  // The control connection appears in the report's "accepted" entry, data connections (TCP or
+  // UDP) in its "connected" entries. Matching within the kind matters: a UDP flow's port number
+  // may equal the TCP control connection's.
+  enum class Kind { Control, Data };
+  Kind kind = Kind::Data;
   Endpoint server_peer;    // the proxy's backend-side socket: what the server calls "remote"
   Endpoint client;         // the client's socket: what the server would call "remote" directly
   Endpoint client_target;  // the address the client connected to: the server's "local" directly
 };
 
 struct TranslatedReport {
-  std::string json;    // the server's results, with the report's addresses translated
-  int translated = 0;  // connections found in the report and translated
-  int unknown = 0;     // connections in the report that match no view (left as they were)
+  std::optional<std::string> json;  // the results to forward instead of the server's
+  int translated = 0;               // connections found in the report and translated
+  int unknown = 0;                  // connections in the report that match no view (left alone)
+  std::string_view unreadable;      // why the results could not be read, if they could not
 };
+
+// Deeper JSON is left alone: re-serialising recurses once per level.
+inline constexpr int kMaxReportDepth = 64;
 
 // With --get-server-output the server's results JSON carries the server's own report of the test:
 // `server_output_json` (a server with -J) or `server_output_text`. Both name the addresses and
@@ -41,9 +50,10 @@ struct TranslatedReport {
 // matching each by the server's remote endpoint. Everything else keeps its value (the document is
 // re-serialised, so number formatting may differ from the server's while meaning the same).
 //
-// Returns nullopt when the results carry no report, or are not JSON this parser can read (e.g.
-// invalid UTF-8): the caller then forwards the server's bytes unchanged.
-std::optional<TranslatedReport> translateServerReport(std::string_view results_json,
-                                                      std::span<const ConnectionView> views);
+// When nothing is translated (no report, no connection of it matches, or JSON this parser does not
+// take: invalid UTF-8, nesting deeper than kMaxReportDepth) `json` is empty and the caller
+// forwards the server's own bytes.
+TranslatedReport translateServerReport(std::string_view results_json,
+                                       std::span<const ConnectionView> views);
 
 }  // namespace iperf3proxy::proto

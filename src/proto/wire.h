@@ -66,6 +66,10 @@ inline constexpr std::size_t kServerErrorPayloadSize = 8;
 // when the proxy translates the server's report in them (--get-server-output).
 inline constexpr std::uint32_t kDefaultMaxParamsJson = 64 * 1024;
 inline constexpr std::uint32_t kDefaultMaxResultsJson = 64 * 1024 * 1024;
+// Server results above this size are forwarded without translating the server's report in them:
+// translating takes several times the message in memory (the held bytes, the parsed tree, the
+// new text).
+inline constexpr std::uint32_t kDefaultMaxCapturedResults = 16 * 1024 * 1024;
 
 // A JSON message as iperf3 frames it: its length as a big-endian uint32, then the text.
 std::vector<std::uint8_t> encodeJsonMessage(std::string_view json);

@@ -167,11 +167,11 @@ void ControlRelay::replaceServerResults(const proto::ResultsReceived& results) {
   // `bytes`.
   Direction& d = from_server_;
   const std::uint64_t message_size = 4 + std::uint64_t{results.json_size};
-  const std::size_t begin =
-      d.queue.size() - static_cast<std::size_t>(d.bytes - results.message_offset);
-  if (!translate_results_) {
-    return;
+  const std::uint64_t queued_since_message = d.bytes - results.message_offset;
+  if (!translate_results_ || queued_since_message > d.queue.size() - d.queue_head) {
+    return;  // defensive: part of the message already left; the rest goes as it is
   }
+  const std::size_t begin = d.queue.size() - static_cast<std::size_t>(queued_since_message);
   const std::optional<std::string> translated = translate_results_(*results.json);
   if (!translated) {
     return;
@@ -186,7 +186,10 @@ void ControlRelay::replaceServerResults(const proto::ResultsReceived& results) {
 std::size_t ControlRelay::sendableEnd(const Direction& d) const {
   if (&d == &from_server_) {
     if (const auto capture_start = codec_.serverResultsCaptureStart()) {
-      return d.queue.size() - static_cast<std::size_t>(d.bytes - *capture_start);
+      // The queue ends at stream offset `bytes`; hold everything from the message's start.
+      const std::uint64_t held = d.bytes - *capture_start;
+      return held > d.queue.size() - d.queue_head ? d.queue_head
+                                                  : d.queue.size() - static_cast<std::size_t>(held);
     }
   }
   return d.queue.size();

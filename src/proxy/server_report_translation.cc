@@ -13,7 +13,9 @@ proto::Endpoint endpointOf(const net::Address& address) {
 
 }  // namespace
 
-void ServerReportTranslation::addConnection(int client_fd, int server_fd) {
+void ServerReportTranslation::addConnection(proto::ConnectionView::Kind kind,
+                                            int client_fd,
+                                            int server_fd) {
   const auto client = net::peerAddress(client_fd);
   const auto client_target = net::localAddress(client_fd);
   const auto server_peer = net::localAddress(server_fd);
@@ -23,23 +25,24 @@ void ServerReportTranslation::addConnection(int client_fd, int server_fd) {
                   log_prefix_);
     return;
   }
-  views_.push_back({endpointOf(*server_peer), endpointOf(*client), endpointOf(*client_target)});
+  views_.push_back(
+      {kind, endpointOf(*server_peer), endpointOf(*client), endpointOf(*client_target)});
 }
 
 std::optional<std::string> ServerReportTranslation::translate(std::string_view results_json) const {
-  auto translated = proto::translateServerReport(results_json, views_);
-  if (!translated) {
-    spdlog::debug("{} server results carry no report the proxy can read; forwarded as they are",
-                  log_prefix_);
+  proto::TranslatedReport report = proto::translateServerReport(results_json, views_);
+  if (!report.unreadable.empty()) {
+    spdlog::warn("{} server results {} bytes: {}; forwarded untranslated", log_prefix_,
+                 results_json.size(), report.unreadable);
     return std::nullopt;
   }
-  if (translated->unknown > 0) {
+  if (report.unknown > 0) {
     spdlog::warn("{} server report: {} connection(s) the proxy did not relay keep their addresses",
-                 log_prefix_, translated->unknown);
+                 log_prefix_, report.unknown);
   }
   spdlog::debug("{} server report: {} connection(s) shown with the client's addresses", log_prefix_,
-                translated->translated);
-  return std::move(translated->json);
+                report.translated);
+  return std::move(report.json);
 }
 
 }  // namespace iperf3proxy::proxy

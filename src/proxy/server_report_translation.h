@@ -17,7 +17,7 @@ class ServerReportTranslation {
   explicit ServerReportTranslation(std::string log_prefix) : log_prefix_(std::move(log_prefix)) {}
 
   // Reads the addresses of both sockets of one relayed connection (TCP or connected UDP).
-  void addConnection(int client_fd, int server_fd);
+  void addConnection(proto::ConnectionView::Kind kind, int client_fd, int server_fd);
 
   // The results to forward instead, or nullopt to forward the server's own.
   std::optional<std::string> translate(std::string_view results_json) const;

@@ -170,6 +170,12 @@ void Session::onControlEvent(const proto::ControlEvent& event) {
     close(CloseReason::ParamsRejected, rejected->failure.detail);
   } else if (const auto* state = std::get_if<proto::StateReceived>(&event)) {
     onState(*state);
+  } else if (const auto* results = std::get_if<proto::ResultsReceived>(&event);
+             results && results->too_large_to_capture) {
+    spdlog::warn(
+        "{} server results of {} bytes are above {} bytes; its report is forwarded "
+        "untranslated (names the proxy's addresses)",
+        prefix(), results->json_size, settings_.codec.max_captured_results);
   } else if (const auto* error = std::get_if<proto::ServerErrorReceived>(&event)) {
     server_error_ = *error;
     spdlog::info("{} server error i_errno={} errno={}", prefix(), error->i_errno,
@@ -199,7 +205,8 @@ void Session::onParams(const proto::ParamsReceived& received) {
   if (params_->get_server_output) {
     // The server's report names the addresses of the connections it sees, which are the proxy's.
     server_report_ = std::make_unique<ServerReportTranslation>(prefix());
-    server_report_->addConnection(control_->clientFd(), control_->serverFd());
+    server_report_->addConnection(proto::ConnectionView::Kind::Control, control_->clientFd(),
+                                  control_->serverFd());
     control_->translateServerResults(
         [this](std::string_view json) { return server_report_->translate(json); });
   }
@@ -367,7 +374,7 @@ void Session::onAllPaired() {
 
 void Session::startRelay(roles::Flow flow, net::UniqueFd client, net::UniqueFd server) {
   if (server_report_) {
-    server_report_->addConnection(client.get(), server.get());
+    server_report_->addConnection(proto::ConnectionView::Kind::Data, client.get(), server.get());
   }
   auto relay = std::make_unique<StreamRelay>(
       loop_, static_cast<int>(relays_.size()), flow, std::move(client), std::move(server),
@@ -430,7 +437,8 @@ void Session::attachUdpFlow(const net::Address& proxy_local,
   }
   spdlog::debug("{} UDP flow {} from {}", prefix(), flows_.size(), source.toString());
   if (server_report_) {
-    server_report_->addConnection(flow->clientFd(), flow->serverFd());
+    server_report_->addConnection(proto::ConnectionView::Kind::Data, flow->clientFd(),
+                                  flow->serverFd());
   }
   flows_.push_back(std::move(flow));
   if (static_cast<int>(flows_.size()) == params_->totalStreams()) {

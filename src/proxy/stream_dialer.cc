@@ -41,8 +41,17 @@ void StreamDialer::stop() {
   failed_ = true;
   deadline_.disarm();
   ack_poll_.disarm();
-  connect_event_.reset();
+  retireConnectEvent();
   current_.reset();
+}
+
+void StreamDialer::retireConnectEvent() {
+  // Called from the event's own callback too (onConnected -> pollAcknowledged, or a callback that
+  // stops the dialer): stop it now, free it once the callback has returned.
+  if (connect_event_) {
+    connect_event_->disable();
+    loop_.deferredDestroy(std::move(connect_event_));
+  }
 }
 
 void StreamDialer::startNext() {
@@ -91,7 +100,7 @@ void StreamDialer::pollAcknowledged() {
     return;
   }
   deadline_.disarm();
-  connect_event_.reset();
+  retireConnectEvent();
   ++dialed_;
   // The callback may queue more dials or stop the dialer; take the fd out first.
   net::UniqueFd ready = std::move(current_);

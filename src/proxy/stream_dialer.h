@@ -50,6 +50,7 @@ class StreamDialer {
   void onConnected();
   void pollAcknowledged();
   void failCurrent(int error);
+  void retireConnectEvent();
 
   ev::EventLoop& loop_;
   net::Address backend_;

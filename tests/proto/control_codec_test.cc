@@ -881,6 +881,25 @@ TEST(ControlCodecTest, CapturedServerResultsCarryTheirJsonAndWhereTheMessageBega
   }
 }
 
+TEST(ControlCodecTest, ResultsAboveTheCaptureCapStreamThroughUncaptured) {
+  CodecLimits limits;
+  limits.max_captured_results = static_cast<std::uint32_t>(kServerResults.size() - 1);
+  ControlCodec codec(limits);
+  codec.captureServerResults();
+  feedUpToExchangeResults(codec);
+  feed(codec, Side::Client, json(kClientResults));
+  const Bytes message = json(kServerResults);
+  feed(codec, Side::Server, std::span(message).first(4));
+  // Past the length the hold is over: the body may be forwarded as it comes.
+  EXPECT_FALSE(codec.serverResultsCaptureStart().has_value());
+  const FeedResult result = feed(codec, Side::Server, std::span(message).subspan(4));
+  ASSERT_EQ(result.events.size(), 1u);
+  const auto* results = std::get_if<ResultsReceived>(&result.events[0]);
+  ASSERT_NE(results, nullptr);
+  EXPECT_FALSE(results->json.has_value());
+  EXPECT_TRUE(results->too_large_to_capture);
+}
+
 TEST(ControlCodecTest, ClientResultsAreNeverCaptured) {
   ControlCodec codec;
   codec.captureServerResults();

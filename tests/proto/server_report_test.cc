@@ -21,10 +21,13 @@ using Json = nlohmann::ordered_json;
 
 // A test through the proxy: the client 10.0.0.7 reached the proxy at 192.0.2.1:5201; the proxy
 // reached the server from 127.0.0.1 (ports 40001..) at 127.0.0.1:5202.
+constexpr auto kControl = ConnectionView::Kind::Control;
+constexpr auto kData = ConnectionView::Kind::Data;
+
 const std::vector<ConnectionView> kViews = {
-    {{"127.0.0.1", 40001}, {"10.0.0.7", 50000}, {"192.0.2.1", 5201}},  // control
-    {{"127.0.0.1", 40002}, {"10.0.0.7", 50001}, {"192.0.2.1", 5201}},  // data
-    {{"127.0.0.1", 40003}, {"10.0.0.7", 50002}, {"192.0.2.1", 5201}},  // data
+    {kControl, {"127.0.0.1", 40001}, {"10.0.0.7", 50000}, {"192.0.2.1", 5201}},
+    {kData, {"127.0.0.1", 40002}, {"10.0.0.7", 50001}, {"192.0.2.1", 5201}},
+    {kData, {"127.0.0.1", 40003}, {"10.0.0.7", 50002}, {"192.0.2.1", 5201}},
 };
 
 Json connected(
@@ -51,17 +54,17 @@ TEST(ServerReport, JsonReportNamesTheClientsEndpointsAndKeepsEverythingElse) {
 
   const auto translated = translateServerReport(results.dump(), kViews);
 
-  ASSERT_TRUE(translated.has_value());
-  EXPECT_EQ(translated->translated, 3);
-  EXPECT_EQ(translated->unknown, 0);
+  ASSERT_TRUE(translated.json.has_value());
+  EXPECT_EQ(translated.translated, 3);
+  EXPECT_EQ(translated.unknown, 0);
   Json expected = results;
   auto& start = expected["server_output_json"]["start"];
   start["connected"][0] = connected(5, "192.0.2.1", 5201, "10.0.0.7", 50001);
   start["connected"][1] = connected(7, "192.0.2.1", 5201, "10.0.0.7", 50002);
   start["accepted_connection"] = {{"host", "10.0.0.7"}, {"port", 50000}};
   // Same members in the same order, same values (numbers included).
-  EXPECT_EQ(Json::parse(translated->json), expected);
-  EXPECT_EQ(Json::parse(translated->json).dump(), expected.dump());
+  EXPECT_EQ(Json::parse(*translated.json), expected);
+  EXPECT_EQ(Json::parse(*translated.json).dump(), expected.dump());
 }
 
 TEST(ServerReport, TextReportRewritesOnlyTheAddressLines) {
@@ -77,9 +80,9 @@ TEST(ServerReport, TextReportRewritesOnlyTheAddressLines) {
 
   const auto translated = translateServerReport(results.dump(), kViews);
 
-  ASSERT_TRUE(translated.has_value());
-  EXPECT_EQ(translated->translated, 3);
-  EXPECT_EQ(Json::parse(translated->json)["server_output_text"],
+  ASSERT_TRUE(translated.json.has_value());
+  EXPECT_EQ(translated.translated, 3);
+  EXPECT_EQ(Json::parse(*translated.json)["server_output_text"],
             "Time: Fri, 27 Nov 2026 17:09:37 GMT\n"
             "Accepted connection from 10.0.0.7, port 50000\n"
             "      Cookie: xftc7f4dcnddt6zjtgxgtpydg4qznt3mok6k\n"
@@ -98,9 +101,9 @@ TEST(ServerReport, TimestampedLinesKeepTheirTimestamps) {
 
   const auto translated = translateServerReport(results.dump(), kViews);
 
-  ASSERT_TRUE(translated.has_value());
-  EXPECT_EQ(translated->translated, 2);
-  EXPECT_EQ(Json::parse(translated->json)["server_output_text"],
+  ASSERT_TRUE(translated.json.has_value());
+  EXPECT_EQ(translated.translated, 2);
+  EXPECT_EQ(Json::parse(*translated.json)["server_output_text"],
             "Fri Nov 27 17:09:37 2026 Accepted connection from 10.0.0.7, port 50000\n"
             "Fri Nov 27 17:09:37 2026 [  5] local 192.0.2.1 port 5201 connected to 10.0.0.7 port "
             "50001\n");
@@ -108,16 +111,16 @@ TEST(ServerReport, TimestampedLinesKeepTheirTimestamps) {
 
 TEST(ServerReport, IPv6ClientBehindAnIPv4Backend) {
   const std::vector<ConnectionView> views = {
-      {{"127.0.0.1", 40001}, {"2001:db8::7", 50000}, {"2001:db8::1", 5201}},
-      {{"127.0.0.1", 40002}, {"2001:db8::7", 50001}, {"2001:db8::1", 5201}}};
+      {kControl, {"127.0.0.1", 40001}, {"2001:db8::7", 50000}, {"2001:db8::1", 5201}},
+      {kData, {"127.0.0.1", 40002}, {"2001:db8::7", 50001}, {"2001:db8::1", 5201}}};
   const Json results = {{"server_output_text",
                          "Accepted connection from 127.0.0.1, port 40001\n"
                          "[  5] local 127.0.0.1 port 5202 connected to 127.0.0.1 port 40002\n"}};
 
   const auto translated = translateServerReport(results.dump(), views);
 
-  ASSERT_TRUE(translated.has_value());
-  EXPECT_EQ(Json::parse(translated->json)["server_output_text"],
+  ASSERT_TRUE(translated.json.has_value());
+  EXPECT_EQ(Json::parse(*translated.json)["server_output_text"],
             "Accepted connection from 2001:db8::7, port 50000\n"
             "[  5] local 2001:db8::1 port 5201 connected to 2001:db8::7 port 50001\n");
 }
@@ -130,10 +133,10 @@ TEST(ServerReport, ConnectionsTheProxyDidNotRelayAreCountedAndLeftAlone) {
 
   const auto translated = translateServerReport(results.dump(), kViews);
 
-  ASSERT_TRUE(translated.has_value());
-  EXPECT_EQ(translated->translated, 1);
-  EXPECT_EQ(translated->unknown, 2);
-  EXPECT_EQ(Json::parse(translated->json)["server_output_text"],
+  ASSERT_TRUE(translated.json.has_value());
+  EXPECT_EQ(translated.translated, 1);
+  EXPECT_EQ(translated.unknown, 2);
+  EXPECT_EQ(Json::parse(*translated.json)["server_output_text"],
             "[  5] local 192.0.2.1 port 5201 connected to 10.0.0.7 port 50001\n"
             "[  6] local 127.0.0.1 port 5202 connected to 127.0.0.1 port 49999\n"
             "[  7] local 127.0.0.1 port 5202 connected to 127.0.0.9 port 40003\n");
@@ -150,18 +153,57 @@ TEST(ServerReport, LinesThatOnlyLookLikeAddressLinesStayAsTheyAre) {
 
   const auto translated = translateServerReport(results.dump(), kViews);
 
-  ASSERT_TRUE(translated.has_value());
-  EXPECT_EQ(translated->translated, 0);
-  EXPECT_EQ(Json::parse(translated->json)["server_output_text"], text);
+  // Nothing matched: the server's bytes go through as they are.
+  EXPECT_FALSE(translated.json.has_value());
+  EXPECT_EQ(translated.translated, 0);
+  EXPECT_TRUE(translated.unreadable.empty());
 }
 
-TEST(ServerReport, NothingToTranslateOrNothingReadableGivesNullopt) {
-  EXPECT_FALSE(translateServerReport(R"({"streams":[]})", kViews).has_value());
-  EXPECT_FALSE(translateServerReport("not json", kViews).has_value());
-  EXPECT_FALSE(translateServerReport("[1,2]", kViews).has_value());
-  EXPECT_FALSE(translateServerReport(R"({"server_output_text":"x"} trailing)", kViews).has_value());
-  // Invalid UTF-8 (a Latin-1 byte): the server's bytes are forwarded as they are instead.
-  EXPECT_FALSE(translateServerReport("{\"server_output_text\":\"caf\xe9\"}", kViews).has_value());
+TEST(ServerReport, NothingToTranslateOrNothingReadableLeavesTheServersBytes) {
+  const auto outcome = [](std::string_view json) {
+    return translateServerReport(json, kViews);
+  };
+  EXPECT_FALSE(outcome(R"({"streams":[]})").json.has_value());
+  EXPECT_TRUE(outcome(R"({"streams":[]})").unreadable.empty());
+  for (const std::string_view bad : {std::string_view("not json"), std::string_view("[1,2]"),
+                                     std::string_view(R"({"server_output_text":"x"} trailing)"),
+                                     // Invalid UTF-8 (a Latin-1 byte).
+                                     std::string_view("{\"server_output_text\":\"caf\xe9\"}")}) {
+    SCOPED_TRACE(bad);
+    EXPECT_FALSE(outcome(bad).json.has_value());
+    EXPECT_FALSE(outcome(bad).unreadable.empty());
+  }
+}
+
+TEST(ServerReport, DeeplyNestedResultsAreNotParsed) {
+  // Re-serialising recurses once per level: a report this deep is forwarded as it is.
+  const std::string deep = R"({"server_output_text":"Accepted connection from 127.0.0.1, port )"
+                           R"(40001","x":)" +
+                           std::string(kMaxReportDepth, '[') + std::string(kMaxReportDepth, ']') +
+                           "}";
+  EXPECT_EQ(translateServerReport(deep, kViews).unreadable, "nested too deeply");
+  // Brackets inside strings do not count.
+  const std::string quoted = R"({"server_output_text":"Accepted connection from 127.0.0.1, port )"
+                             R"(40001","x":")" +
+                             std::string(1000, '[') + R"(\\\"")" + "}";
+  EXPECT_EQ(translateServerReport(quoted, kViews).translated, 1);
+}
+
+TEST(ServerReport, TheControlConnectionAndAFlowWithTheSamePortAreNotConfused) {
+  // A UDP flow's port number may equal the TCP control connection's.
+  const std::vector<ConnectionView> views = {
+      {kControl, {"127.0.0.1", 40001}, {"10.0.0.7", 50000}, {"192.0.2.1", 5201}},
+      {kData, {"127.0.0.1", 40001}, {"10.0.0.7", 50001}, {"192.0.2.1", 5201}}};
+  const Json results = {{"server_output_text",
+                         "Accepted connection from 127.0.0.1, port 40001\n"
+                         "[  5] local 127.0.0.1 port 5202 connected to 127.0.0.1 port 40001\n"}};
+
+  const auto translated = translateServerReport(results.dump(), views);
+
+  ASSERT_TRUE(translated.json.has_value());
+  EXPECT_EQ(Json::parse(*translated.json)["server_output_text"],
+            "Accepted connection from 10.0.0.7, port 50000\n"
+            "[  5] local 192.0.2.1 port 5201 connected to 10.0.0.7 port 50001\n");
 }
 
 TEST(ServerReport, MalformedJsonReportPartsAreSkipped) {
@@ -174,9 +216,9 @@ TEST(ServerReport, MalformedJsonReportPartsAreSkipped) {
 
   const auto translated = translateServerReport(results.dump(), kViews);
 
-  ASSERT_TRUE(translated.has_value());
-  EXPECT_EQ(translated->translated, 1);
-  const Json out = Json::parse(translated->json)["server_output_json"]["start"];
+  ASSERT_TRUE(translated.json.has_value());
+  EXPECT_EQ(translated.translated, 1);
+  const Json out = Json::parse(*translated.json)["server_output_json"]["start"];
   EXPECT_EQ(out["accepted_connection"],
             results["server_output_json"]["start"]["accepted_connection"]);
   EXPECT_EQ(out["connected"][0], 1);
@@ -265,15 +307,16 @@ TEST_P(RealServerReport, EveryConnectionOfTheReportIsTranslated) {
   std::vector<Endpoint> clients;
   for (std::size_t i = 0; i < named.size(); ++i) {
     clients.push_back({"2001:db8::7", static_cast<std::uint16_t>(60000 + i)});
-    views.push_back({named[i], clients.back(), {"2001:db8::1", 5201}});
+    // The report names the control connection first.
+    views.push_back({i == 0 ? kControl : kData, named[i], clients.back(), {"2001:db8::1", 5201}});
   }
 
   const auto translated = translateServerReport(results, views);
 
-  ASSERT_TRUE(translated.has_value());
-  EXPECT_EQ(translated->translated, 3);
-  EXPECT_EQ(translated->unknown, 0);
-  Json out = Json::parse(translated->json);
+  ASSERT_TRUE(translated.json.has_value());
+  EXPECT_EQ(translated.translated, 3);
+  EXPECT_EQ(translated.unknown, 0);
+  Json out = Json::parse(*translated.json);
   EXPECT_EQ(peersIn(out), clients);
   // The server's own address and port (the recording's 127.0.0.1:5301) are gone too.
   EXPECT_EQ(out[std::string(reportKey(out))].dump().find("5301"), std::string::npos);
