@@ -187,6 +187,15 @@ static_assert(32 * std::size_t{kLimits.max_params_json} + 65536 <
 class Run {
  public:
   enum class Split { Whole, Bytewise };
+  // With capture the codec keeps the server's results JSON (the proxy does so to translate the
+  // server's report); that must not change anything else it says.
+  enum class Capture { Off, ServerResults };
+
+  explicit Run(Capture capture = Capture::Off) : capture_(capture == Capture::ServerResults) {
+    if (capture_) {
+      codec_.captureServerResults();
+    }
+  }
 
   std::string play(const std::vector<Op>& ops, Split split) {
     std::string record;
@@ -268,6 +277,11 @@ class Run {
       poison_ = render(*result.failure);
     }
     offset_[index(op.side)] += result.consumed;
+    if (const auto start = codec_.serverResultsCaptureStart()) {
+      // Held from the message's first byte, which has been consumed.
+      FUZZ_CHECK(capture_ && *start < offset_[index(Side::Server)],
+                 where.text() + ": capture from " + std::to_string(*start));
+    }
 
     Outcome outcome;
     outcome.consumed = result.consumed;
@@ -377,6 +391,13 @@ class Run {
                    what() + ": results without EXCHANGE_RESULTS");
         FUZZ_CHECK(results->json_size >= 1 && results->json_size <= kLimits.max_results_json,
                    what() + ": results size");
+        const bool captured = capture_ && op.side == Side::Server;
+        const bool fits = results->json_size <= kLimits.max_captured_results;
+        FUZZ_CHECK(results->json.has_value() == (captured && fits), what() + ": captured or not");
+        FUZZ_CHECK(results->too_large_to_capture == (captured && !fits),
+                   what() + ": too large or not");
+        FUZZ_CHECK(!results->json || results->json->size() == results->json_size,
+                   what() + ": captured size");
       } else if (std::holds_alternative<proto::ServerErrorReceived>(event)) {
         FUZZ_CHECK(op.side == Side::Server && server_error_pending_,
                    what() + ": server error without SERVER_ERROR");
@@ -385,6 +406,7 @@ class Run {
     }
   }
 
+  bool capture_;
   proto::ControlCodec codec_{kLimits};
   std::optional<std::string> poison_;
   std::array<std::uint64_t, 2> offset_{};
@@ -418,5 +440,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string bytewise = Run().play(ops, Run::Split::Bytewise);
   FUZZ_CHECK(bytewise == first,
              "one byte per call said something else:\n" + first + "---\n" + bytewise);
+  const std::string captured = Run(Run::Capture::ServerResults).play(ops, Run::Split::Bytewise);
+  FUZZ_CHECK(captured == first,
+             "capturing the server's results said something else:\n" + first + "---\n" + captured);
   return 0;
 }
