@@ -133,6 +133,9 @@ std::string render(const CodecFailure& failure) {
 
 // ---- The contract -----------------------------------------------------------------------------
 
+// Which states each side may send, written out again on purpose: an oracle that called the
+// codec's own table would agree with any mistake in it.
+
 bool isClientState(State state) {
   switch (state) {
     case State::TestStart:

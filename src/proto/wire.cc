@@ -44,14 +44,28 @@ std::string_view stateName(State state) {
   return "UNKNOWN";
 }
 
+namespace {
+
+void appendBigEndian32(std::vector<std::uint8_t>& out, std::uint32_t value) {
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    out.push_back(static_cast<std::uint8_t>(value >> shift));
+  }
+}
+
+}  // namespace
+
 std::vector<std::uint8_t> encodeJsonMessage(std::string_view json) {
-  const auto length = static_cast<std::uint32_t>(json.size());
   std::vector<std::uint8_t> message;
   message.reserve(4 + json.size());
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    message.push_back(static_cast<std::uint8_t>(length >> shift));
-  }
+  appendBigEndian32(message, static_cast<std::uint32_t>(json.size()));
   message.insert(message.end(), json.begin(), json.end());
+  return message;
+}
+
+std::vector<std::uint8_t> encodeServerError(std::int32_t i_errno, std::int32_t sys_errno) {
+  std::vector<std::uint8_t> message{stateToWire(State::ServerError)};
+  appendBigEndian32(message, static_cast<std::uint32_t>(i_errno));
+  appendBigEndian32(message, static_cast<std::uint32_t>(sys_errno));
   return message;
 }
 

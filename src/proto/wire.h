@@ -74,6 +74,9 @@ inline constexpr std::uint32_t kDefaultMaxCapturedResults = 16 * 1024 * 1024;
 // A JSON message as iperf3 frames it: its length as a big-endian uint32, then the text.
 std::vector<std::uint8_t> encodeJsonMessage(std::string_view json);
 
+// A SERVER_ERROR message: the state byte, then i_errno and errno as big-endian int32.
+std::vector<std::uint8_t> encodeServerError(std::int32_t i_errno, std::int32_t sys_errno);
+
 // iperf3 accepts at most 128 parallel streams per direction.
 inline constexpr int kMaxStreamsPerDirection = 128;
 

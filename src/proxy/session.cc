@@ -2,12 +2,13 @@
 
 #include <sys/socket.h>
 
-#include <array>
 #include <cerrno>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "net/socket_ops.h"
+#include "proto/wire.h"
 
 namespace iperf3proxy::proxy {
 namespace {
@@ -21,14 +22,6 @@ constexpr long kDurationGraceMs = 10'000;
 
 // What the iperf3 server writes on a data connection it refuses.
 constexpr std::uint8_t kAccessDeniedByte = 0xff;
-
-void putBigEndian32(std::uint8_t* out, std::int32_t value) {
-  const auto v = static_cast<std::uint32_t>(value);
-  out[0] = static_cast<std::uint8_t>(v >> 24);
-  out[1] = static_cast<std::uint8_t>(v >> 16);
-  out[2] = static_cast<std::uint8_t>(v >> 8);
-  out[3] = static_cast<std::uint8_t>(v);
-}
 
 }  // namespace
 
@@ -543,10 +536,7 @@ void Session::rejectStream(net::UniqueFd fd, const net::Address& peer, const std
 }
 
 void Session::sendServerError(std::int32_t i_errno, std::int32_t sys_errno) {
-  std::array<std::uint8_t, 1 + proto::kServerErrorPayloadSize> message{};
-  message[0] = proto::stateToWire(proto::State::ServerError);
-  putBigEndian32(&message[1], i_errno);
-  putBigEndian32(&message[5], sys_errno);
+  const std::vector<std::uint8_t> message = proto::encodeServerError(i_errno, sys_errno);
   if (control_) {
     control_->sendToClientNow(message);
   } else if (client_control_) {

@@ -22,7 +22,7 @@
 
 #include <gtest/gtest.h>
 
-#include "proto/allocation_probe.h"
+#include "fuzz/alloc_watch.h"
 #include "proto/capture_file.h"
 
 namespace iperf3proxy::proto {
@@ -756,7 +756,7 @@ TEST(ControlCodecTest, JsonTooLargeIsRefusedWithoutAllocating) {
     std::size_t largest = 0;
     FeedResult result;
     {
-      AllocationProbe probe;
+      fuzz::AllocWatch probe;
       result = codec.feedClient(announced);
       largest = probe.largest();
     }
@@ -819,7 +819,7 @@ TEST(ControlCodecTest, ResultsAreCountedNotBuffered) {
   feed_all(Side::Client, json(kClientResults));
   feed_all(Side::Server, bigEndian(kSize));
   const Bytes piece(64 * 1024, 'x');
-  AllocationProbe probe;
+  fuzz::AllocWatch probe;
   for (std::uint32_t fed = 0; fed + piece.size() < kSize;
        fed += static_cast<std::uint32_t>(piece.size())) {
     EXPECT_TRUE(feed_all(Side::Server, piece).events.empty());
