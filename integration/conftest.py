@@ -53,3 +53,11 @@ def race_env() -> None:
     problem = _race_env_problem()
     if problem:
         pytest.skip(problem)
+
+
+@pytest.fixture(scope="module")
+def proxied(proxy_bin):
+    """One backend server and one proxy for a whole module: back-to-back tests must work."""
+    with harness.start_iperf_server() as server:
+        with harness.Proxy(harness.free_port(), backend=server.port, binary=proxy_bin) as proxy:
+            yield proxy

@@ -15,6 +15,7 @@ per-test summary line, and the real iperf3 test that must pass afterwards.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import random
@@ -249,6 +250,48 @@ def wait_log(proxy: harness.Proxy, pattern: str, timeout: float = IO_TIMEOUT_S) 
     assert harness.wait_until(check, timeout), context(
         proxy, f"no log line matching {pattern!r} within {timeout}s")
     return found[0]
+
+
+RUNNING_RE = r"\] server -> TEST_RUNNING$"
+
+
+def count_log(proxy: harness.Proxy, pattern: str) -> int:
+    return len(re.findall(pattern, proxy.log_text(), re.MULTILINE))
+
+
+class BackgroundClient:
+    """A real iperf3 client through the proxy in a thread. `wait_running()` blocks until the
+    proxy logged the server's TEST_RUNNING for this test (one more than when it started);
+    `ended_at` is when the client returned."""
+
+    def __init__(self, proxy: harness.Proxy, args: list[str],
+                 timeout: float = CLIENT_TIMEOUT_S):
+        self.proxy = proxy
+        self.timeout = timeout
+        self.ended_at: Optional[float] = None
+        self._running_before = count_log(proxy, RUNNING_RE)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._future = self._pool.submit(harness.run_client, proxy.port, args, timeout)
+        self._future.add_done_callback(lambda _: setattr(self, "ended_at", time.monotonic()))
+
+    def wait_running(self) -> float:
+        """Return when the test was seen running."""
+        assert harness.wait_until(lambda: count_log(self.proxy, RUNNING_RE) > self._running_before,
+                                  self.timeout), context(self.proxy, "the test never ran")
+        return time.monotonic()
+
+    def result(self) -> harness.ClientResult:
+        try:
+            return self._future.result(timeout=self.timeout + 15)
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "BackgroundClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # run_client bounds itself; this only makes sure the thread is joined on any exit path.
+        self._pool.shutdown(wait=True)
 
 
 def ends_of(proxy: harness.Proxy, sid: str) -> list[harness.SessionEnd]:

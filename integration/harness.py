@@ -532,6 +532,20 @@ def run_client(port: int, args: Sequence[str], timeout: float, netns: Optional[s
 # --------------------------------------------------------------------------------------------
 
 
+def client_failures(result: ClientResult) -> list[str]:
+    """How the client run itself failed (hung, no JSON, an iperf3 error, a bad exit code)."""
+    failures = []
+    if result.hung:
+        failures.append("client hung (killed at timeout)")
+    if result.json is None:
+        failures.append("no JSON output")
+    if result.error:
+        failures.append(f"iperf3 error: {result.error}")
+    if result.returncode not in (0, None):
+        failures.append(f"client exit code {result.returncode}")
+    return failures
+
+
 def race_symptoms(result: ClientResult) -> list[str]:
     """Reasons why a test run shows the #2029 deadlock (or any failure); [] for a clean run.
 
@@ -539,15 +553,7 @@ def race_symptoms(result: ClientResult) -> list[str]:
     reports an error (typically "idle timeout for receiving data" or a closed control
     socket), or the test "succeeds" with a receiving side that counted 0 bytes.
     """
-    symptoms = []
-    if result.hung:
-        symptoms.append("client hung (killed at timeout)")
-    if result.json is None:
-        symptoms.append("no JSON output")
-    if result.error:
-        symptoms.append(f"iperf3 error: {result.error}")
-    if result.returncode not in (0, None):
-        symptoms.append(f"client exit code {result.returncode}")
+    symptoms = client_failures(result)
     for s in result.streams():
         if s.receiver_bytes == 0:
             symptoms.append(f"stream#{s.index} ({'client' if s.client_sends else 'server'} "

@@ -479,15 +479,7 @@ def udp_bidir_problems(result: harness.ClientResult, parallel: int,
     rates on loopback, and no reordering (a relay that reorders, merges or duplicates
     datagrams shows up there). Both directions' receiver sums must be non-zero too.
     """
-    problems = []
-    if result.hung:
-        problems.append("client hung (killed at timeout)")
-    if result.json is None:
-        problems.append("no JSON output")
-    if result.error:
-        problems.append(f"iperf3 error: {result.error}")
-    if result.returncode not in (0, None):
-        problems.append(f"client exit code {result.returncode}")
+    problems = harness.client_failures(result)
     doc = result.json or {}
     protocol = doc.get("start", {}).get("test_start", {}).get("protocol")
     if result.json is not None and protocol != "UDP":

@@ -39,11 +39,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 from fake_client import (  # noqa: E402
-    ACCESS_DENIED, BASE_PARAMS, CLIENT_TIMEOUT_S, CREATE_STREAMS, DISPLAY_RESULTS,
-    EXCHANGE_RESULTS, IERECVPARAMS, IO_TIMEOUT_S, IPERF_DONE, PARAM_EXCHANGE, PROMPT_S,
+    ACCESS_DENIED, BASE_PARAMS, CLIENT_TIMEOUT_S, CREATE_STREAMS, EXCHANGE_RESULTS,
+    IERECVPARAMS, IO_TIMEOUT_S, PARAM_EXCHANGE, PROMPT_S,
     RECEIVING_RETRANSMITS, SERVER_ERROR, TEST_END, TEST_RUNNING, TEST_START, FakeClient,
-    assert_real_test_passes, client_results, context, dial, drain, local_port, new_cookie,
-    read_until_closed, run_real_after, wait_log, wait_session_end)
+    BackgroundClient, assert_real_test_passes, client_results, context, dial, drain, local_port,
+    new_cookie, read_until_closed, run_real_after, wait_log, wait_session_end)
 from fake_client import rng as _rng  # noqa: E402
 
 # The cookie deadline the proxy runs with in these tests (its default is 10 s).
@@ -81,32 +81,6 @@ def refusals(proxy: harness.Proxy, peer_port: int) -> list[str]:
     """Lines refusing the connection from 127.0.0.1:peer_port (before or after its cookie)."""
     return [line for line in proxy.log_text().splitlines()
             if re.search(rf"refused (data )?connection from 127\.0\.0\.1:{peer_port}: ", line)]
-
-
-class RealTestInBackground:
-    """A real iperf3 client through the proxy in a thread; `wait_running()` blocks until the
-    proxy saw the server's TEST_RUNNING for it."""
-
-    def __init__(self, proxy: harness.Proxy, args=REAL_ARGS):
-        self.proxy = proxy
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        self._future = self._pool.submit(harness.run_client, proxy.port, args, CLIENT_TIMEOUT_S)
-
-    def wait_running(self) -> None:
-        wait_log(self.proxy, r"\] server -> TEST_RUNNING$", timeout=CLIENT_TIMEOUT_S)
-
-    def result(self) -> harness.ClientResult:
-        try:
-            return self._future.result(timeout=CLIENT_TIMEOUT_S + 15)
-        finally:
-            self._pool.shutdown(wait=True)
-
-    def __enter__(self) -> "RealTestInBackground":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        # run_client bounds itself; this only makes sure the thread is joined on any exit path.
-        self._pool.shutdown(wait=True)
 
 
 def assert_clean_exit(proxy: harness.Proxy) -> None:
@@ -147,7 +121,7 @@ def test_garbage_instead_of_cookie_refused_at_once(proxy_bin, backend, tmp_path,
                                                    bad_at, bad_byte):
     # A long cookie deadline, so that "refused at once" cannot be the deadline.
     with start_proxy(proxy_bin, tmp_path, backend.port, cookie_timeout_ms=30_000) as proxy:
-        with RealTestInBackground(proxy) as real:
+        with BackgroundClient(proxy, REAL_ARGS) as real:
             real.wait_running()
             sock = dial(proxy.port)
             port = local_port(sock)
@@ -179,7 +153,7 @@ def test_partial_cookie_then_silence_refused_at_deadline(proxy_bin, backend, tmp
         port = local_port(sock)
         started = time.monotonic()
         sock.sendall(new_cookie()[:10])
-        with RealTestInBackground(proxy) as real:
+        with BackgroundClient(proxy, REAL_ARGS) as real:
             real.wait_running()
             pending_while_real_runs = not refusals(proxy, port)
             answer, how = read_until_closed(sock)
@@ -216,7 +190,7 @@ def test_partial_cookie_stalls_a_direct_server(backend):
 
 
 def test_cookie_cut_short_by_close(proxy):
-    with RealTestInBackground(proxy) as real:
+    with BackgroundClient(proxy, REAL_ARGS) as real:
         real.wait_running()
         sock = dial(proxy.port)
         port = local_port(sock)
@@ -242,7 +216,7 @@ def test_cookie_cut_short_by_close(proxy):
 def test_stranger_cookie_during_live_test_gets_busy(proxy):
     """A connection with an unknown cookie is a new test to the proxy. While a test runs, the
     backend answers it ACCESS_DENIED, as it would answer any newcomer; the running test goes on."""
-    with RealTestInBackground(proxy) as real:
+    with BackgroundClient(proxy, REAL_ARGS) as real:
         real.wait_running()
         stranger = new_cookie()
         sock = dial(proxy.port)
@@ -297,13 +271,7 @@ def test_extra_data_connection_refused_test_goes_on(proxy, backend):
         fake.send(bytes([TEST_END]))
         fake.expect_state(EXCHANGE_RESULTS)
         got = received.result(timeout=IO_TIMEOUT_S)
-        fake.send_json(client_results({1: len(payload), 3: got}))
-        server_results = fake.recv_json()
-        fake.expect_state(DISPLAY_RESULTS)
-        fake.send(bytes([IPERF_DONE]))
-        fake.control.shutdown(socket.SHUT_WR)
-        rest, how = read_until_closed(fake.control)
-        assert how == "eof" and rest == b"", f"after IPERF_DONE: {rest!r} then {how}"
+        server_results = fake.exchange_results(client_results({1: len(payload), 3: got}))
     finally:
         fake.close()
         pool.shutdown(wait=True)

@@ -27,7 +27,6 @@ and the proxy's log names the reason.
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import re
@@ -47,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 from fake_client import (  # noqa: E402
     BASE_PARAMS, EXCHANGE_RESULTS, TEST_END, TEST_RUNNING, TEST_START, FakeClient,
-    assert_real_test_passes, client_results, context, ends_of, read_until_closed, wait_log,
-    wait_session_end)
+    RUNNING_RE, BackgroundClient, assert_real_test_passes, client_results, context, count_log,
+    ends_of, read_until_closed, wait_log, wait_session_end)
 from test_lifetimes import (  # noqa: E402
     fd_count, is_sanitized, kill_leftover_server, process_state, settled_fd_count,
     wait_embedded)
@@ -77,43 +76,21 @@ def backend(tmp_path):
         yield server
 
 
-def count(proxy: harness.Proxy, pattern: str) -> int:
-    return len(re.findall(pattern, proxy.log_text(), re.MULTILINE))
-
-
-RUNNING_RE = r"\] server -> TEST_RUNNING$"
-
-
-class Background:
-    """A real iperf3 client through the proxy in a thread."""
-
-    def __init__(self, proxy: harness.Proxy, args: list[str],
-                 timeout: float = CLIENT_TIMEOUT_S):
-        self.proxy = proxy
-        self._running_before = count(proxy, RUNNING_RE)
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        self._future = self._pool.submit(harness.run_client, proxy.port, args, timeout)
-        self.timeout = timeout
-        self.ended_at: Optional[float] = None
-        self._future.add_done_callback(lambda _: setattr(self, "ended_at", time.monotonic()))
-
-    def wait_running(self) -> float:
-        """Block until the proxy saw the server's TEST_RUNNING for this test; return when."""
-        assert harness.wait_until(lambda: count(self.proxy, RUNNING_RE) > self._running_before,
-                                  CLIENT_TIMEOUT_S), context(self.proxy, "the test never ran")
-        return time.monotonic()
-
-    def result(self) -> harness.ClientResult:
-        try:
-            return self._future.result(timeout=self.timeout + 15)
-        finally:
-            self._pool.shutdown(wait=True)
-
-    def __enter__(self) -> "Background":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._pool.shutdown(wait=True)
+def kill_mid_test(proxy: harness.Proxy, args: list[str], victim: str,
+                  kill: Callable[[], None]) -> harness.ClientResult:
+    """Runs a real test, kills `victim` half a second into it, and checks that the client then
+    ends promptly with an error."""
+    with BackgroundClient(proxy, args) as test:
+        test.wait_running()
+        time.sleep(0.5)
+        kill()
+        killed_at = time.monotonic()
+        result = test.result()
+    assert not result.hung and test.ended_at - killed_at < DEATH_NOTICED_S, context(
+        proxy, f"client ended {test.ended_at - killed_at:.2f}s after the {victim} died",
+        result.summary())
+    assert result.error, context(proxy, "the client saw no error", result.summary())
+    return result
 
 
 def backend_idle(backend: harness.IperfServer) -> bool:
@@ -273,9 +250,9 @@ def test_thousand_idle_connections_do_not_stop_a_real_test(proxy_bin, backend, t
                           rf"{DEFAULT_MAX_PENDING} connections without a cookie; dropped the "
                           rf"oldest$")
             expected = IDLE_CONNECTIONS - DEFAULT_MAX_PENDING
-            assert harness.wait_until(lambda: count(proxy, evicted_re) >= expected,
+            assert harness.wait_until(lambda: count_log(proxy, evicted_re) >= expected,
                                       IO_TIMEOUT_S), context(
-                proxy, f"{count(proxy, evicted_re)} evictions, expected {expected}")
+                proxy, f"{count_log(proxy, evicted_re)} evictions, expected {expected}")
             # The idle connections are still open on our side while the real test runs.
             result = harness.run_client(proxy.port, harness.bidir_args(2, seconds=2),
                                         CLIENT_TIMEOUT_S)
@@ -318,10 +295,10 @@ def test_idle_connections_stall_a_direct_server(tmp_path):
 def test_max_tests_answers_busy(proxy_bin, backend, tmp_path):
     with harness.Proxy(harness.free_port(), backend=backend.port, binary=proxy_bin,
                        log_dir=tmp_path, extra_args=["--max-tests", "1"]) as proxy:
-        with Background(proxy, ["-t", "3"]) as first:
+        with BackgroundClient(proxy, ["-t", "3"]) as first:
             first.wait_running()
             second = harness.run_client(proxy.port, ["-t", "1"], CLIENT_TIMEOUT_S)
-            sessions_meanwhile = count(proxy, r"\] new test from ")
+            sessions_meanwhile = count_log(proxy, r"\] new test from ")
             result = first.result()
         assert second.error and BUSY in second.error, context(proxy, second.summary())
         assert second.duration < PROMPT_S, context(proxy, second.summary())
@@ -368,7 +345,7 @@ def test_max_duration(proxy_bin, backend, tmp_path):
         real_test_passes(proxy, ["-t", "1"], streams=1)
 
         # Bytes-bound, would run ~160 s: stopped once it runs 10 s past the cap.
-        with Background(proxy, ["-n", "2000M", "-b", "100M"], timeout=25.0) as long_test:
+        with BackgroundClient(proxy, ["-n", "2000M", "-b", "100M"], timeout=25.0) as long_test:
             running_at = long_test.wait_running()
             result = long_test.result()
         ran = long_test.ended_at - running_at
@@ -406,7 +383,7 @@ def embedded_proxy(proxy_bin, tmp_path, *extra: str) -> tuple[harness.Proxy, int
 def test_sigterm_drains_running_test(proxy_bin, tmp_path):
     proxy, server_pid = embedded_proxy(proxy_bin, tmp_path)
     try:
-        with Background(proxy, ["--bidir", "-t", "4"]) as test:
+        with BackgroundClient(proxy, ["--bidir", "-t", "4"]) as test:
             running_at = test.wait_running()
             time.sleep(1.0)
             sigterm_at = signal_proxy(proxy, signal.SIGTERM)
@@ -443,7 +420,7 @@ def test_drain_timeout_closes_running_test(proxy_bin, tmp_path):
     proxy, server_pid = embedded_proxy(proxy_bin, tmp_path,
                                        "--drain-timeout", str(DRAIN_TIMEOUT_MS))
     try:
-        with Background(proxy, ["-t", "5"]) as test:
+        with BackgroundClient(proxy, ["-t", "5"]) as test:
             running_at = test.wait_running()
             time.sleep(0.5)
             sigterm_at = signal_proxy(proxy, signal.SIGTERM)
@@ -474,7 +451,7 @@ def test_drain_timeout_closes_running_test(proxy_bin, tmp_path):
 def test_second_sigint_exits_at_once(proxy_bin, tmp_path):
     proxy, server_pid = embedded_proxy(proxy_bin, tmp_path)
     try:
-        with Background(proxy, ["--bidir", "-t", "5"]) as test:
+        with BackgroundClient(proxy, ["--bidir", "-t", "5"]) as test:
             test.wait_running()
             signal_proxy(proxy, signal.SIGINT)
             wait_log(proxy, r"draining: no new tests; waiting for 1 running test\(s\)$")
@@ -521,16 +498,8 @@ def test_backend_killed_mid_test(proxy_bin, backend, tmp_path):
     with harness.Proxy(harness.free_port(), backend=backend.port, binary=proxy_bin,
                        log_dir=tmp_path) as proxy:
         # No --rcv-timeout: the client must be ended by the proxy, not by its own timer.
-        with Background(proxy, ["--bidir", "-P", "2", "-t", "5"]) as test:
-            test.wait_running()
-            time.sleep(0.5)
-            os.killpg(backend.pid, signal.SIGKILL)
-            killed_at = time.monotonic()
-            result = test.result()
-        assert not result.hung and test.ended_at - killed_at < DEATH_NOTICED_S, context(
-            proxy, f"client ended {test.ended_at - killed_at:.2f}s after the backend died",
-            result.summary())
-        assert result.error, context(proxy, "the client saw no error", result.summary())
+        result = kill_mid_test(proxy, ["--bidir", "-P", "2", "-t", "5"], "backend",
+                               lambda: os.killpg(backend.pid, signal.SIGKILL))
         assert_killed_test_logged(proxy, result)
         assert proxy.running(), context(proxy)
         backend.stop()
@@ -548,16 +517,8 @@ def test_embedded_server_killed_mid_test(proxy_bin, tmp_path):
     proxy, first_pid = embedded_proxy(proxy_bin, tmp_path)
     pids = [first_pid]
     try:
-        with Background(proxy, ["--bidir", "-t", "5"]) as test:
-            test.wait_running()
-            time.sleep(0.5)
-            os.kill(first_pid, signal.SIGKILL)
-            killed_at = time.monotonic()
-            result = test.result()
-        assert not result.hung and test.ended_at - killed_at < DEATH_NOTICED_S, context(
-            proxy, f"client ended {test.ended_at - killed_at:.2f}s after the server died",
-            result.summary())
-        assert result.error, context(proxy, "the client saw no error", result.summary())
+        result = kill_mid_test(proxy, ["--bidir", "-t", "5"], "server",
+                               lambda: os.kill(first_pid, signal.SIGKILL))
         wait_log(proxy, r"embedded iperf3 server exited \(signal 9\); restarting in \d+ ms$")
         assert_killed_test_logged(proxy, result)
         second_pid, _ = wait_embedded(proxy, 2)

@@ -37,14 +37,6 @@ MODES = {
 SUMMARY_RE = re.compile(r"test ended: .*up_bytes=(\d+) down_bytes=(\d+) .*reason=(\S+)")
 
 
-@pytest.fixture(scope="module")
-def proxied(proxy_bin):
-    """One backend server and one proxy for the whole module: back-to-back tests must work."""
-    with harness.start_iperf_server() as server:
-        with harness.Proxy(harness.free_port(), backend=server.port, binary=proxy_bin) as proxy:
-            yield proxy
-
-
 def expected_streams(args: list[str]) -> int:
     parallel = int(args[args.index("-P") + 1]) if "-P" in args else 1
     return 2 * parallel if "--bidir" in args else parallel

@@ -33,13 +33,6 @@ MODES = {
 SUMMARY_RE = re.compile(r"test ended: .*mode=udp .*up_bytes=(\d+) down_bytes=(\d+) .*reason=(\S+)")
 
 
-@pytest.fixture(scope="module")
-def proxied(proxy_bin):
-    with harness.start_iperf_server() as server:
-        with harness.Proxy(harness.free_port(), backend=server.port, binary=proxy_bin) as proxy:
-            yield proxy
-
-
 def udp_streams(result: harness.ClientResult) -> list[dict]:
     return [s["udp"] for s in (result.json or {}).get("end", {}).get("streams", [])]
 
