@@ -112,10 +112,12 @@ def render_versions(doc: dict) -> str:
     """The version table: one row per client x server pair, one column per kind of test."""
     versions = [f"{v['version']} ({v.get('source') or v['binary']})"
                 for v in doc.get("versions", [])]
-    direct = doc.get("direct_race", [])
-    direct_text = "; ".join(
-        f"{d['version']}: {d['evidence'] if d['deadlocked'] else 'no deadlock (unexpected)'}"
-        for d in direct)
+    # The direct deadlock per server version, versions with the same evidence grouped.
+    by_evidence: dict[str, list[str]] = {}
+    for d in doc.get("direct_race", []):
+        text = d["evidence"] if d["deadlocked"] else "no deadlock (unexpected)"
+        by_evidence.setdefault(text, []).append(d["version"])
+    direct_text = "; ".join(f"{', '.join(v)}: {e}" for e, v in by_evidence.items())
     columns = doc.get("columns", [])
     lines = [
         f"Generated {doc.get('generated', '?')} with iperf3 {', '.join(versions) or '?'}, "
@@ -128,8 +130,9 @@ def render_versions(doc: dict) -> str:
         f"test run directly (client and server of one version: {direct_text or 'not run'}). "
         f"The other columns run directly and through the proxy and compare the two results "
         f"(same keys, parameters, streams and roles; no error through the proxy that is absent "
-        f"directly; exact upload bytes; for UDP, the connect and reply datagrams counted on "
-        f"both legs; for `--get-server-output`, the server's report names the client).",
+        f"directly; upload bytes add up with what the proxy relayed, as each version counts "
+        f"them; for UDP, the connect and reply datagrams counted on both legs; for "
+        f"`--get-server-output`, the server's report names the client).",
         "",
         "| client | server | " + " | ".join(c["label"] for c in columns) + " |",
         "|---|---|" + "---|" * len(columns),
