@@ -4,10 +4,15 @@
     /usr/bin/python3 -m pytest integration/ -v
 
 Fixtures:
-  proxy_bin  path of the proxy binary (IPERF3_PROXY_BIN or build/ci/src/iperf3-proxy);
-             skips the test with the path in the message if it is not built yet.
-  race_env   skips unless root, `ip`, `nft` and iperf3 are available and a network
-             namespace can actually be created (containers may forbid it even for root).
+  proxy_bin     path of the proxy binary (IPERF3_PROXY_BIN or build/ci/src/iperf3-proxy);
+                skips the test with the path in the message if it is not built yet.
+  race_env      skips unless root, `ip`, `nft` and iperf3 are available and a network
+                namespace can actually be created (containers may forbid it even for root).
+  iperf3_peers  {version: iperf3_versions.Peer} for every version the version tests pair up;
+                builds the missing ones (scripts/iperf3-versions.sh), skips without archives.
+
+Under CI (CI=true) each of these fails the test instead of skipping it: in CI a missing
+prerequisite is a broken setup, and a test that silently skips proves nothing.
 """
 
 from __future__ import annotations
@@ -21,13 +26,21 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
+import iperf3_versions  # noqa: E402
+
+
+def _unavailable(reason: str):
+    """Skip the test, or fail it under CI (CI=true), where nothing may silently go missing."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (a skip is not allowed under CI=true)", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def proxy_bin() -> Path:
     path = harness.proxy_binary()
     if not os.access(path, os.X_OK):
-        pytest.skip(f"proxy binary not built: {path} (build it or set IPERF3_PROXY_BIN)")
+        _unavailable(f"proxy binary not built: {path} (build it or set IPERF3_PROXY_BIN)")
     return path
 
 
@@ -52,7 +65,16 @@ def _race_env_problem() -> str | None:
 def race_env() -> None:
     problem = _race_env_problem()
     if problem:
-        pytest.skip(problem)
+        _unavailable(f"race testbed unavailable: {problem}")
+
+
+@pytest.fixture(scope="session")
+def iperf3_peers() -> dict[str, iperf3_versions.Peer]:
+    try:
+        return iperf3_versions.locate()
+    except iperf3_versions.Unavailable as exc:
+        reason = f"iperf3 versions unavailable: {exc}"
+    _unavailable(reason)  # outside the except block: the reason alone, not a traceback chain
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libevent-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libgtest-dev
   iperf3 python3 python3-pytest iproute2 nftables clang-format
+  # The version tests: building other iperf3 releases with authentication, and RSA test keys.
+  libssl-dev openssl
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(haproxy jq)
