@@ -1,4 +1,4 @@
-// iperf3-proxy: parse the command line, set up logging, start the backend (embedded or given),
+// iperf3-proxy: parse the command line, set up logging, start the backends (embedded or given),
 // listen, run the loop, and map the outcome to an exit code.
 
 #include <signal.h>
@@ -16,7 +16,6 @@
 #include "ev/event_loop.h"
 #include "ev/io_event.h"
 #include "net/address.h"
-#include "proxy/embedded_server.h"
 #include "proxy/server.h"
 
 namespace {
@@ -36,29 +35,26 @@ std::vector<net::Address> listenAddresses(const app::Config& config, std::string
   return {*net::resolveHost("::", config.port, error)};
 }
 
+pool::PoolSettings poolSettings(const proxy::ProxySettings& settings) {
+  pool::PoolSettings pool;
+  pool.queue_timeout = pool::Milliseconds(settings.timeouts.queue_ms);
+  pool.queue_length = static_cast<std::size_t>(settings.limits.queue_length);
+  pool.relisten_grace = pool::Milliseconds(settings.timeouts.relisten_grace_ms);
+  return pool;
+}
+
 int run(const app::Config& config) {
   ev::EventLoop loop;
-  std::unique_ptr<proxy::EmbeddedServer> embedded;
-  std::optional<net::Address> fixed_backend;
+  proxy::Server server(loop, config.settings, config.backends, poolSettings(config.settings),
+                       config.threads);
+  // Before the servers start, so that none of their exits is missed.
+  loop.onSignal(SIGCHLD, [&server] { server.onChildSignal(); });
   std::string error;
-  if (config.backend) {
-    fixed_backend = net::resolveHostPort(*config.backend, &error);
-    if (!fixed_backend) {
-      spdlog::error("--backend: {}", error);
-      return 2;
-    }
-  } else {
-    embedded = std::make_unique<proxy::EmbeddedServer>(loop, config.iperf3_path);
-    if (!embedded->start(&error)) {
-      spdlog::error("{}", error);
-      return 1;
-    }
-    loop.onSignal(SIGCHLD, [&embedded] { embedded->onChildSignal(); });
+  int exit_code = 1;
+  if (!server.startBackends(&error, &exit_code)) {
+    spdlog::error("{}", error);
+    return exit_code;
   }
-
-  proxy::Server server(loop, config.settings, [&]() -> std::optional<net::Address> {
-    return fixed_backend ? fixed_backend : embedded->address();
-  });
   auto addresses = listenAddresses(config, &error);
   bool listening = !addresses.empty() && server.listen(addresses, &error);
   if (!listening && !config.bind) {
@@ -72,17 +68,15 @@ int run(const app::Config& config) {
   }
 
   // First SIGTERM/SIGINT: no new tests, running tests may finish (up to the drain deadline),
-  // then exit 0. A second signal: exit at once. The embedded server is stopped either way.
+  // then exit 0. A second signal: exit at once. The embedded servers are stopped either way.
   bool stopping = false;
   ev::Timer drain_deadline(loop, [&] {
     spdlog::warn("drain deadline reached; closing the remaining tests");
-    server.shutdown();
     loop.stop();
   });
   auto stop = [&] {
     if (stopping) {
       spdlog::info("second signal: stopping now");
-      server.shutdown();
       loop.stop();
       return;
     }
@@ -92,20 +86,19 @@ int run(const app::Config& config) {
   };
   loop.onSignal(SIGINT, stop);
   loop.onSignal(SIGTERM, stop);
+  loop.onSignal(SIGHUP, [&server] { server.reloadBackends(); });
 
   std::string where;
   for (const auto& address : server.boundAddresses()) {
     where += (where.empty() ? "" : ", ") + address.toString();
   }
-  const auto backend = fixed_backend ? fixed_backend : embedded->address();
-  spdlog::info("iperf3-proxy {} ready: listening on {} (tcp and udp), backend {}", app::kVersion,
-               where, backend ? backend->toString() : "starting");
+  spdlog::info(
+      "iperf3-proxy {} ready: listening on {} (tcp and udp), backends: {}; {} worker thread{}",
+      app::kVersion, where, server.backends().describe(), config.threads,
+      config.threads == 1 ? "" : "s");
   loop.run();
   drain_deadline.disarm();
   server.shutdown();
-  if (embedded) {
-    embedded->stop();
-  }
   spdlog::info("stats: {}", server.stats().toString());
   spdlog::info("stopped");
   return 0;

@@ -18,10 +18,26 @@ std::variant<Config, ExitNow> parseCommandLine(int argc, char** argv) {
   app.add_option("-p,--port", config.port, "TCP port to listen on (default 5201)");
   app.add_option("-B,--bind", config.bind,
                  "address to listen on (default: all addresses, IPv4 and IPv6)");
-  app.add_option("--backend", config.backend,
-                 "the real iperf3 server, HOST:PORT (default: start iperf3 -s on loopback)");
-  app.add_option("--iperf3", config.iperf3_path,
-                 "iperf3 binary for the embedded server (default: iperf3 from PATH)");
+  const std::string pool_group = "Backends (the pool of iperf3 servers behind the port)";
+  app.add_option("--backend", config.backends.given,
+                 "an iperf3 server to send tests to, HOST:PORT ([V6]:PORT); repeat for a pool")
+      ->group(pool_group);
+  app.add_option("--backends-file", config.backends.file,
+                 "more backends, one HOST:PORT per line ('#' comments); re-read on SIGHUP")
+      ->check(CLI::ExistingFile)
+      ->group(pool_group);
+  std::optional<int> servers;
+  app.add_option("--servers", servers,
+                 "start N iperf3 -s on loopback as backends (default 1 when no --backend or "
+                 "--backends-file is given, else 0)")
+      ->check(CLI::Range(0, 1024))
+      ->group(pool_group);
+  app.add_option("--iperf3", config.backends.iperf3_path,
+                 "iperf3 binary for the embedded servers (default: iperf3 from PATH)")
+      ->group(pool_group);
+  app.add_option("--threads", config.threads,
+                 "event loops that run tests (default 1; a test stays on one loop)")
+      ->check(CLI::Range(1, 256));
   app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   auto& t = config.settings.timeouts;
@@ -32,7 +48,7 @@ std::variant<Config, ExitNow> parseCommandLine(int argc, char** argv) {
       ->check(CLI::Range(100L, 600'000L))
       ->group(deadlines);
   app.add_option("--backend-timeout", t.backend_connect_ms,
-                 "connecting to the backend, refused connects retried until then")
+                 "connecting to a backend and hearing its first answer; beyond it, another backend")
       ->check(CLI::Range(100L, 600'000L))
       ->group(deadlines);
   app.add_option("--stream-timeout", t.stream_setup_ms,
@@ -46,12 +62,21 @@ std::variant<Config, ExitNow> parseCommandLine(int argc, char** argv) {
   app.add_option("--idle-timeout", t.idle_ms, "a test in which no byte moves for this long ends")
       ->check(CLI::Range(1'000L, 86'400'000L))
       ->group(deadlines);
+  app.add_option("--queue-timeout", t.queue_ms,
+                 "how long a new test may wait for a free backend; 0 answers \"busy\" at once")
+      ->check(CLI::Range(0L, 3'600'000L))
+      ->group(deadlines);
   app.add_option("--drain-timeout", limits.drain_ms,
                  "after SIGTERM/SIGINT, running tests may finish for this long")
       ->check(CLI::Range(0L, 86'400'000L))
       ->group(deadlines);
   const std::string limit_group = "Limits";
-  app.add_option("--max-tests", limits.max_tests, "tests at once; more are answered \"busy\"")
+  app.add_option("--max-tests", limits.max_tests,
+                 "tests at once, running or queued; more are answered \"busy\"")
+      ->check(CLI::Range(1, 100'000))
+      ->group(limit_group);
+  app.add_option("--queue-length", limits.queue_length,
+                 "tests that may wait for a free backend (with --queue-timeout)")
       ->check(CLI::Range(1, 100'000))
       ->group(limit_group);
   app.add_option("--max-pending", limits.max_pending,
@@ -79,6 +104,12 @@ std::variant<Config, ExitNow> parseCommandLine(int argc, char** argv) {
   } catch (const CLI::ParseError& error) {
     // One clear line, the way operators' scripts want it.
     std::cerr << "iperf3-proxy: " << error.what() << " (see --help)\n";
+    return ExitNow{2};
+  }
+  const bool given = !config.backends.given.empty() || config.backends.file.has_value();
+  config.backends.embedded = servers.value_or(given ? 0 : 1);
+  if (config.backends.embedded == 0 && !given) {
+    std::cerr << "iperf3-proxy: --servers 0 needs --backend or --backends-file (see --help)\n";
     return ExitNow{2};
   }
   return config;

@@ -3,7 +3,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "proxy/backends.h"
 #include "proxy/settings.h"
 
 namespace iperf3proxy::app {
@@ -11,9 +13,11 @@ namespace iperf3proxy::app {
 // Everything the command line decides.
 struct Config {
   std::uint16_t port = 5201;
-  std::optional<std::string> bind;     // default: every address, IPv4 and IPv6
-  std::optional<std::string> backend;  // HOST:PORT; default: an embedded iperf3 -s
-  std::string iperf3_path = "iperf3";
+  std::optional<std::string> bind;  // default: every address, IPv4 and IPv6
+  // The pool: --backend (repeatable), --backends-file, --servers N embedded iperf3 -s (default 1
+  // when neither of the others is given, else 0), --iperf3 PATH.
+  proxy::BackendsConfig backends;
+  int threads = 1;
   std::string log_level = "info";
   proxy::ProxySettings settings;
 };

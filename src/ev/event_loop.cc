@@ -1,5 +1,10 @@
 #include "ev/event_loop.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
 #include <stdexcept>
 #include <utility>
 
@@ -10,12 +15,54 @@ EventLoop::EventLoop() : base_(event_base_new()) {
     throw std::runtime_error("event_base_new failed");
   }
   deferred_delete_event_.reset(event_new(base_.get(), -1, 0, &EventLoop::onDeferredDelete, this));
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ == -1) {
+    throw std::runtime_error("eventfd failed");
+  }
+  wake_event_.reset(
+      event_new(base_.get(), wake_fd_, EV_READ | EV_PERSIST, &EventLoop::onPosted, this));
+  event_add(wake_event_.get(), nullptr);
 }
 
 EventLoop::~EventLoop() {
   to_delete_.clear();
   signals_.clear();
   deferred_delete_event_.reset();
+  wake_event_.reset();
+  {
+    std::lock_guard lock(posted_mutex_);
+    posted_.clear();
+  }
+  ::close(wake_fd_);
+}
+
+void EventLoop::post(Task task) {
+  bool first = false;
+  {
+    std::lock_guard lock(posted_mutex_);
+    first = posted_.empty();
+    posted_.push_back(std::move(task));
+  }
+  if (first) {
+    const std::uint64_t one = 1;
+    // EAGAIN only if the counter is near 2^64: the loop is awake anyway.
+    (void)::write(wake_fd_, &one, sizeof(one));
+  }
+}
+
+void EventLoop::onPosted(evutil_socket_t fd, short, void* arg) noexcept {
+  auto* self = static_cast<EventLoop*>(arg);
+  std::uint64_t count = 0;
+  (void)::read(fd, &count, sizeof(count));
+  std::vector<Task> tasks;
+  {
+    std::lock_guard lock(self->posted_mutex_);
+    tasks.swap(self->posted_);
+  }
+  // Tasks posted while these run wake the loop again and run on its next turn.
+  for (auto& task : tasks) {
+    task();
+  }
 }
 
 void EventLoop::run() {

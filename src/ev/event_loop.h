@@ -2,11 +2,40 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "ev/ev_ptr.h"
 
 namespace iperf3proxy::ev {
+
+// A move-only callable: work handed to a loop by post(). Unlike std::function it can own what it
+// carries (a socket, a buffer), which then closes with it if the task is dropped unrun.
+class Task {
+ public:
+  template <typename F>
+  Task(F function)  // NOLINT(google-explicit-constructor): a Task is any callable
+      : impl_(std::make_unique<Impl<F>>(std::move(function))) {}
+
+  void operator()() { impl_->run(); }
+
+ private:
+  struct Base {
+    virtual ~Base() = default;
+    virtual void run() = 0;
+  };
+
+  template <typename F>
+  struct Impl : Base {
+    explicit Impl(F f) : function(std::move(f)) {}
+
+    void run() override { function(); }
+
+    F function;
+  };
+
+  std::unique_ptr<Base> impl_;
+};
 
 // Anything the loop may destroy later, once the current callback stack has unwound.
 class DeferredDeletable {
@@ -14,8 +43,9 @@ class DeferredDeletable {
   virtual ~DeferredDeletable() = default;
 };
 
-// Owns the one event_base of the process (single-threaded by design: every connection of a test
-// is routed by cookie and must live on the same loop).
+// Owns one event_base. Every object that registers events with a loop is used on that loop's
+// thread only; the one exception is post(), which any thread may call to hand work to the loop
+// (that is how the front loop and the worker loops talk, see proxy/worker.h).
 class EventLoop {
  public:
   EventLoop();
@@ -45,9 +75,15 @@ class EventLoop {
   // Calls `handler` on the loop whenever `signal_number` arrives (until the loop is destroyed).
   void onSignal(int signal_number, std::function<void()> handler);
 
+  // Runs `task` on this loop's thread, soon, in the order posted. Thread-safe; called from the
+  // loop's own thread it still runs later (never inside the caller), so a caller never sees its
+  // own callee re-entered. Tasks still queued when the loop is destroyed are dropped unrun.
+  void post(Task task);
+
  private:
   static void onDeferredDelete(evutil_socket_t, short, void* arg) noexcept;
   static void onSignalEvent(evutil_socket_t, short, void* arg) noexcept;
+  static void onPosted(evutil_socket_t, short, void* arg) noexcept;
 
   template <typename T>
   struct Holder : DeferredDeletable {
@@ -65,6 +101,12 @@ class EventLoop {
   EventPtr deferred_delete_event_;
   std::vector<std::unique_ptr<DeferredDeletable>> to_delete_;
   std::vector<std::unique_ptr<SignalHandler>> signals_;
+
+  // post(): an eventfd wakes the loop; the queue is the only state shared between threads.
+  int wake_fd_ = -1;
+  EventPtr wake_event_;
+  std::mutex posted_mutex_;
+  std::vector<Task> posted_;
 };
 
 }  // namespace iperf3proxy::ev

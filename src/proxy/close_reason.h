@@ -23,6 +23,9 @@ enum class CloseReason {
   IdleTimeout,         // nothing moved for too long
   DurationExceeded,    // the test asked for, or ran, longer than --max-duration
   TooManyTests,        // --max-tests sessions were already running
+  NoBackendFree,       // every backend was running a test or refused it: answered "busy"
+  QueueTimeout,        // waited --queue-timeout for a free backend: answered "busy"
+  LocalResources,      // the proxy could not create a socket or pipe for the test
   Shutdown,            // the proxy is exiting
 };
 
@@ -63,6 +66,12 @@ constexpr std::string_view closeReasonName(CloseReason reason) {
       return "duration-exceeded";
     case CloseReason::TooManyTests:
       return "too-many-tests";
+    case CloseReason::NoBackendFree:
+      return "no-backend-free";
+    case CloseReason::QueueTimeout:
+      return "queue-timeout";
+    case CloseReason::LocalResources:
+      return "local-resources";
     case CloseReason::Shutdown:
       return "shutdown";
   }

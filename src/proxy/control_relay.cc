@@ -56,6 +56,32 @@ void ControlRelay::start(std::span<const std::uint8_t> cookie) {
   from_server_.readable->enable();
 }
 
+void ControlRelay::startAnswered(std::span<const std::uint8_t> cookie,
+                                 std::span<const std::uint8_t> answer) {
+  const proto::FeedResult sent = codec_.feedClient(cookie);
+  from_client_.bytes += sent.consumed;
+  for (const auto& event : sent.events) {
+    callbacks_.onControlEvent(event);
+    if (stopped_) {
+      return;
+    }
+  }
+  if (sent.failure) {
+    stop();
+    callbacks_.onControlProtocolError(*sent.failure);
+    return;
+  }
+  if (!decodeAndQueue(from_server_, answer)) {
+    return;
+  }
+  flush(from_server_);
+  if (stopped_) {
+    return;
+  }
+  from_client_.readable->enable();
+  from_server_.readable->enable();
+}
+
 void ControlRelay::stop() {
   stopped_ = true;
   for (Direction* d : {&from_client_, &from_server_}) {
@@ -73,6 +99,19 @@ void ControlRelay::releaseClientToServer() {
     client_to_server_held_ = false;
     if (!stopped_) {
       flush(from_client_);
+    }
+  }
+}
+
+void ControlRelay::holdServerToClient() {
+  server_to_client_held_ = true;
+}
+
+void ControlRelay::releaseServerToClient() {
+  if (server_to_client_held_) {
+    server_to_client_held_ = false;
+    if (!stopped_) {
+      flush(from_server_);
     }
   }
 }
@@ -200,7 +239,8 @@ void ControlRelay::onWritable(Direction& d) {
 }
 
 void ControlRelay::flush(Direction& d) {
-  if (&d == &from_client_ && client_to_server_held_) {
+  if ((&d == &from_client_ && client_to_server_held_) ||
+      (&d == &from_server_ && server_to_client_held_)) {
     return;
   }
   const std::size_t end = sendableEnd(d);

@@ -46,6 +46,11 @@ class ControlRelay {
   // Feeds the cookie the listener already read from the client, then starts relaying.
   void start(std::span<const std::uint8_t> cookie);
 
+  // Starts relaying a control connection whose first exchange already happened on the server's
+  // side (see BackendLink): the client's cookie went to the server, and `answer` is what the
+  // server said first. The codec sees both; the client gets the answer.
+  void startAnswered(std::span<const std::uint8_t> cookie, std::span<const std::uint8_t> answer);
+
   // Stops all I/O; the sockets stay open until the relay is destroyed.
   void stop();
 
@@ -53,6 +58,11 @@ class ControlRelay {
   // release: the session uses it to let test data overtake nothing at TEST_END.
   void holdClientToServer();
   void releaseClientToServer();
+
+  // The same for everything from the server to the client: the session holds a UDP test's
+  // CREATE_STREAMS until it is the test's turn to set up UDP streams (pool/udp_setup_turns.h).
+  void holdServerToClient();
+  void releaseServerToClient();
 
   // Rewrites the server's results JSON before the client sees it: the relay holds that message
   // back until it is complete, asks `translate` for a replacement (nullopt: forward the
@@ -109,6 +119,7 @@ class ControlRelay {
   bool stopped_ = false;
   bool finished_ = false;
   bool client_to_server_held_ = false;
+  bool server_to_client_held_ = false;
   ResultsTranslator translate_results_;
   Direction from_client_;
   Direction from_server_;

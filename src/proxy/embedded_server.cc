@@ -57,11 +57,20 @@ std::optional<std::string> findExecutable(const std::string& name) {
   return std::nullopt;
 }
 
-EmbeddedServer::EmbeddedServer(ev::EventLoop& loop, std::string iperf3_path)
-    : loop_(loop), iperf3_path_(std::move(iperf3_path)), restart_(loop, [this] {
+EmbeddedServer::EmbeddedServer(ev::EventLoop& loop,
+                               std::string name,
+                               std::string iperf3_path,
+                               std::vector<std::string> extra_args,
+                               Callbacks callbacks)
+    : loop_(loop),
+      name_(std::move(name)),
+      iperf3_path_(std::move(iperf3_path)),
+      extra_args_(std::move(extra_args)),
+      callbacks_(std::move(callbacks)),
+      restart_(loop, [this] {
         std::string error;
         if (!spawn(&error)) {
-          spdlog::error("embedded iperf3 server: {}", error);
+          spdlog::error("{} iperf3 server: {}", name_, error);
           restart_.armMs(kMaxRestartDelayMs);
         }
       }) {}
@@ -113,6 +122,7 @@ bool EmbeddedServer::spawn(std::string* error) {
 
   const std::string port_text = std::to_string(port_);
   std::vector<std::string> args = {iperf3_path_, "-s", "-B", "127.0.0.1", "-p", port_text};
+  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   std::vector<char*> argv;
   for (auto& arg : args) {
     argv.push_back(arg.data());
@@ -133,7 +143,12 @@ bool EmbeddedServer::spawn(std::string* error) {
   output_event_ = std::make_unique<ev::IoEvent>(loop_, output_.get(), ev::IoEvent::Kind::Read,
                                                 [this] { onOutput(); });
   output_event_->enable();
-  spdlog::info("embedded iperf3 server (pid {}) on 127.0.0.1:{}", pid_, port_);
+  spdlog::info("{} iperf3 server (pid {}) on 127.0.0.1:{}", name_, pid_, port_);
+  if (callbacks_.on_up) {
+    if (auto listening = address()) {
+      callbacks_.on_up(*listening);
+    }
+  }
   return true;
 }
 
@@ -152,7 +167,7 @@ void EmbeddedServer::onOutput() {
     const std::string line = partial_line_.substr(0, newline);
     partial_line_.erase(0, newline + 1);
     if (!line.empty()) {
-      spdlog::debug("[iperf3 -s] {}", line);
+      spdlog::debug("[{} iperf3 -s] {}", name_, line);
     }
   }
 }
@@ -181,26 +196,44 @@ void EmbeddedServer::onChildSignal() {
     output_event_->disable();
     loop_.deferredDestroy(std::move(output_event_));
   }
+  if (callbacks_.on_down) {
+    callbacks_.on_down();
+  }
   if (stopping_) {
     return;
   }
   const bool quick = nowMs() - started_ms_ < kQuickDeathMs;
   quick_deaths_ = quick ? quick_deaths_ + 1 : 0;
   const long delay = std::min(kMaxRestartDelayMs, kRestartDelayMs << std::min(quick_deaths_, 5));
-  spdlog::warn("embedded iperf3 server exited ({}); restarting in {} ms",
+  spdlog::warn("{} iperf3 server exited ({}); restarting in {} ms", name_,
                WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
                                  : "signal " + std::to_string(WTERMSIG(status)),
                delay);
   restart_.armMs(delay);
 }
 
-void EmbeddedServer::stop() {
+void EmbeddedServer::restart() {
+  if (pid_ > 0 && !stopping_) {
+    spdlog::warn("{} iperf3 server (pid {}) looks hung; killing it to start a fresh one", name_,
+                 pid_);
+    quick_deaths_ = 0;
+    ::kill(pid_, SIGKILL);
+  }
+}
+
+void EmbeddedServer::signalStop() {
   stopping_ = true;
   restart_.disarm();
+  if (pid_ > 0) {
+    ::kill(pid_, SIGTERM);
+  }
+}
+
+void EmbeddedServer::stop() {
+  signalStop();
   if (pid_ <= 0) {
     return;
   }
-  ::kill(pid_, SIGTERM);
   // iperf3 exits at once on SIGTERM; give it a moment, then make sure.
   for (int i = 0; i < 100; ++i) {
     if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {

@@ -3,9 +3,11 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ev/io_event.h"
 #include "net/address.h"
@@ -13,11 +15,22 @@
 
 namespace iperf3proxy::proxy {
 
-// Runs `iperf3 -s` on a free loopback port as the backend when none is given, restarts it when
-// it dies, and stops it on exit. Its output is passed to the log at debug level.
+// Runs one `iperf3 -s` on a free loopback port as a backend (--servers N runs N of them),
+// restarts it when it dies, and stops it on exit. Its output is passed to the log at debug level.
 class EmbeddedServer {
  public:
-  EmbeddedServer(ev::EventLoop& loop, std::string iperf3_path);
+  struct Callbacks {
+    // The server (re)started and listens (or is about to) on this address.
+    std::function<void(const net::Address&)> on_up;
+    // The server exited; a restart is scheduled unless it is being stopped.
+    std::function<void()> on_down;
+  };
+
+  EmbeddedServer(ev::EventLoop& loop,
+                 std::string name,  // for logs, e.g. "embedded #1"
+                 std::string iperf3_path,
+                 std::vector<std::string> extra_args,  // passed to iperf3 -s
+                 Callbacks callbacks);
   ~EmbeddedServer();
   EmbeddedServer(const EmbeddedServer&) = delete;
   EmbeddedServer& operator=(const EmbeddedServer&) = delete;
@@ -27,6 +40,15 @@ class EmbeddedServer {
 
   // Stops the server (SIGTERM, then SIGKILL) and does not restart it.
   void stop();
+
+  // Asks the server to stop (SIGTERM) without waiting; stop() then waits. Stopping many servers
+  // this way takes one wait instead of one each.
+  void signalStop();
+
+  // Kills a server that looks hung; it is restarted like one that died.
+  void restart();
+
+  const std::string& name() const { return name_; }
 
   // Where the server listens; empty while it is down.
   std::optional<net::Address> address() const;
@@ -39,7 +61,10 @@ class EmbeddedServer {
   void onOutput();
 
   ev::EventLoop& loop_;
+  std::string name_;
   std::string iperf3_path_;
+  std::vector<std::string> extra_args_;
+  Callbacks callbacks_;
   std::uint16_t port_ = 0;
   pid_t pid_ = -1;
   bool stopping_ = false;

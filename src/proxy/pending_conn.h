@@ -33,6 +33,9 @@ class PendingConn : public ev::DeferredDeletable {
 
   const net::Address& peer() const { return peer_; }
 
+  // No callback after this (the connection was evicted or the proxy is stopping).
+  void stop() { finish(); }
+
  private:
   void onReadable();
   void finish();

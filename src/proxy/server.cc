@@ -20,28 +20,37 @@ constexpr int kAcceptBatch = 32;
 constexpr long kAcceptPauseMs = 200;
 // Datagram receive batches per wake-up on the shared UDP port.
 constexpr int kUdpBatchesPerWakeup = 4;
-// At most one log line per this interval about datagrams that were dropped.
-constexpr auto kUdpDropLogInterval = std::chrono::seconds(1);
 // How often the counters are logged (only when they changed).
 constexpr long kStatsIntervalMs = 60'000;
 
+// What the iperf3 server writes on a connection it refuses: ACCESS_DENIED.
+constexpr std::uint8_t kAccessDeniedByte = 0xff;
+
 std::string_view udpDropName(int why) {
-  switch (why) {
-    case 0:
-      return "no UDP test from that address is creating streams";
-    case 1:
-      return "several tests from that address are creating streams";
-    default:
-      return "not an iperf3 UDP connect message";
-  }
+  return why == 0 ? "no UDP test from that address is setting up streams"
+                  : "not an iperf3 UDP connect message";
 }
 
 }  // namespace
 
-Server::Server(ev::EventLoop& loop, const ProxySettings& settings, BackendLookup backend)
+Server::Server(ev::EventLoop& loop,
+               const ProxySettings& settings,
+               const BackendsConfig& backends,
+               const pool::PoolSettings& pool_settings,
+               int threads)
     : loop_(loop),
       settings_(settings),
-      backend_(std::move(backend)),
+      backends_(loop,
+                backends,
+                pool_settings,
+                Backends::Callbacks{[this](const proto::Cookie& test, const pool::Lease& lease) {
+                                      onQueuedGranted(test, lease);
+                                    },
+                                    [this](const proto::Cookie& test) {
+                                      onQueueExpired(test);
+                                    }}),
+      recent_(std::chrono::milliseconds(settings.timeouts.recent_cookie_ms),
+              static_cast<std::size_t>(settings.limits.recent_cookies)),
       resume_accepting_(loop,
                         [this] {
                           for (auto& listener : listeners_) {
@@ -52,7 +61,26 @@ Server::Server(ev::EventLoop& loop, const ProxySettings& settings, BackendLookup
         logStatsIfChanged();
         stats_tick_.armMs(kStatsIntervalMs);
       }) {
+  if (threads <= 1) {
+    inline_worker_ = std::make_unique<Worker>(0, loop, loop, static_cast<Front&>(*this), settings);
+    workers_.push_back(inline_worker_.get());
+  } else {
+    for (int i = 0; i < threads; ++i) {
+      worker_threads_.push_back(
+          std::make_unique<WorkerThread>(i, loop, static_cast<Front&>(*this), settings));
+      workers_.push_back(&worker_threads_.back()->worker());
+    }
+  }
+  worker_load_.assign(workers_.size(), 0);
   stats_tick_.armMs(kStatsIntervalMs);
+}
+
+Server::~Server() {
+  shutdown();
+}
+
+bool Server::startBackends(std::string* error, int* exit_code) {
+  return backends_.start(error, exit_code);
 }
 
 void Server::logStatsIfChanged() {
@@ -61,10 +89,6 @@ void Server::logStatsIfChanged() {
     spdlog::info("stats: {}", line);
     last_stats_logged_ = std::move(line);
   }
-}
-
-Server::~Server() {
-  shutdown();
 }
 
 bool Server::listen(const std::vector<net::Address>& addresses, std::string* error) {
@@ -112,6 +136,8 @@ std::vector<net::Address> Server::boundAddresses() const {
   return result;
 }
 
+// ---- Accepting and routing by cookie ----------------------------------------------------------
+
 void Server::onAcceptable(Listener& listener) {
   for (int i = 0; i < kAcceptBatch; ++i) {
     net::Address peer;
@@ -145,76 +171,6 @@ void Server::onAcceptable(Listener& listener) {
   }
 }
 
-void Server::onUdpReadable(Listener& listener) {
-  for (int round = 0; round < kUdpBatchesPerWakeup; ++round) {
-    const int n = udp_batch_.receive(listener.fd.get());
-    if (n <= 0) {
-      return;
-    }
-    for (int i = 0; i < n; ++i) {
-      const auto source = net::Address::fromSockaddr(
-          reinterpret_cast<const sockaddr*>(&udp_batch_.source(i)), udp_batch_.sourceLength(i));
-      const auto datagram = udp_batch_.datagram(i);
-      bool routed = false;
-      for (auto& [cookie, session] : sessions_) {
-        if (session->routeUdp(source, datagram)) {
-          routed = true;
-          break;
-        }
-      }
-      if (routed) {
-        continue;
-      }
-      Session* owner = nullptr;
-      int candidates = 0;
-      for (auto& [cookie, session] : sessions_) {
-        if (session->wantsUdpFlowFrom(source)) {
-          owner = session.get();
-          ++candidates;
-        }
-      }
-      if (candidates != 1) {
-        dropDatagram(candidates == 0 ? UdpDrop::NoTest : UdpDrop::SeveralTests, source);
-        continue;
-      }
-      // A new flow must open with the connect message every iperf3 client sends; anything else
-      // would become a bogus stream at the server (protocol §4.2).
-      if (!proto::isUdpConnect(proto::classifyUdpHandshake(datagram))) {
-        dropDatagram(UdpDrop::NotConnectMessage, source);
-        continue;
-      }
-      owner->attachUdpFlow(listener.address, source, datagram);
-    }
-  }
-}
-
-void Server::dropDatagram(UdpDrop why, const net::Address& source) {
-  const auto index = static_cast<std::size_t>(why);
-  switch (why) {
-    case UdpDrop::NoTest:
-      ++stats_.udp_no_test;
-      break;
-    case UdpDrop::SeveralTests:
-      ++stats_.udp_ambiguous;
-      break;
-    case UdpDrop::NotConnectMessage:
-      ++stats_.udp_not_connect;
-      break;
-  }
-  const auto now = std::chrono::steady_clock::now();
-  if (now - last_udp_drop_log_ < kUdpDropLogInterval) {
-    ++udp_drops_unlogged_;
-    return;
-  }
-  last_udp_drop_log_ = now;
-  spdlog::warn(
-      "dropped UDP datagram from {}: {} (dropped so far: {} no test, {} ambiguous, {} "
-      "not a connect message; {} not logged)",
-      source.toString(), udpDropName(static_cast<int>(index)), stats_.udp_no_test,
-      stats_.udp_ambiguous, stats_.udp_not_connect, udp_drops_unlogged_);
-  udp_drops_unlogged_ = 0;
-}
-
 void Server::pauseAccepting() {
   for (auto& listener : listeners_) {
     listener.readable->disable();
@@ -225,6 +181,7 @@ void Server::pauseAccepting() {
 void Server::retire(PendingConn& pending) {
   auto it = pending_.find(&pending);
   if (it != pending_.end()) {
+    it->second->stop();
     loop_.deferredDelete(std::move(it->second));
     pending_.erase(it);
     std::erase(pending_order_, &pending);
@@ -236,19 +193,13 @@ void Server::evictOldestPending() {
   // cookie yet, the one that has waited longest makes room.
   PendingConn* oldest = pending_order_.front();
   ++stats_.evicted_pending;
-  spdlog::warn(
-      "refused connection from {}: more than {} connections without a cookie; dropped "
-      "the oldest",
-      oldest->peer().toString(), settings_.limits.max_pending);
+  if (refused_log_.admit(LogThrottle::Clock::now())) {
+    spdlog::warn(
+        "refused connection from {}: more than {} connections without a cookie; dropped the "
+        "oldest ({} more refused connections not logged)",
+        oldest->peer().toString(), settings_.limits.max_pending, refused_log_.suppressed());
+  }
   retire(*oldest);
-}
-
-void Server::refuseTest(net::UniqueFd fd, const net::Address& peer, const std::string& why) {
-  // ACCESS_DENIED: every iperf3 client prints "the server is busy running a test".
-  ++stats_.refused_tests;
-  const std::uint8_t access_denied = 0xff;
-  (void)::send(fd.get(), &access_denied, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-  spdlog::warn("refused a new test from {}: {}", peer.toString(), why);
 }
 
 void Server::onRejected(PendingConn& pending, PendingConn::Rejection kind, const std::string& why) {
@@ -264,68 +215,267 @@ void Server::onRejected(PendingConn& pending, PendingConn::Rejection kind, const
       ++stats_.refused_closed;
       break;
   }
-  spdlog::warn("refused connection from {}: {}", pending.peer().toString(), why);
+  if (refused_log_.admit(LogThrottle::Clock::now())) {
+    spdlog::warn("refused connection from {}: {} ({} more refused connections not logged)",
+                 pending.peer().toString(), why, refused_log_.suppressed());
+  }
   retire(pending);
 }
 
 void Server::onCookie(PendingConn& pending, proto::Cookie cookie, net::UniqueFd fd) {
   const net::Address peer = pending.peer();
   retire(pending);
-  if (auto it = sessions_.find(cookie); it != sessions_.end()) {
-    it->second->attachStream(std::move(fd), peer);
+  if (auto it = tests_.find(cookie); it != tests_.end()) {
+    Worker* worker = it->second.worker;
+    worker->loop().post([worker, cookie, fd = std::move(fd), peer]() mutable {
+      worker->attachStream(cookie, std::move(fd), peer);
+    });
     return;
   }
+  if (recent_.contains(cookie, RecentCookies::Clock::now())) {
+    refuseStaleStream(std::move(fd), peer);
+    return;
+  }
+  startTest(cookie, std::move(fd), peer);
+}
+
+void Server::startTest(const proto::Cookie& cookie, net::UniqueFd fd, const net::Address& peer) {
   if (draining_) {
     refuseTest(std::move(fd), peer, "the proxy is shutting down");
     return;
   }
-  if (static_cast<int>(sessions_.size()) >= settings_.limits.max_tests) {
+  if (static_cast<int>(tests_.size()) >= settings_.limits.max_tests) {
     refuseTest(std::move(fd), peer,
-               fmt::format("{} tests are already running (--max-tests)", sessions_.size()));
+               fmt::format("{} tests are already running or queued (--max-tests)", tests_.size()));
     return;
   }
-  auto session = std::make_unique<Session>(loop_, settings_, static_cast<SessionOwner&>(*this),
-                                           cookie, std::move(fd), peer);
-  Session& ref = *session;
-  sessions_.emplace(cookie, std::move(session));
-  ref.start();
+  auto answer = backends_.request(cookie);
+  if (auto* refused = std::get_if<pool::BackendPool::Refused>(&answer)) {
+    refuseTest(std::move(fd), peer, refused->why);
+    return;
+  }
+  std::optional<pool::Lease> lease;
+  if (auto* granted = std::get_if<pool::Lease>(&answer)) {
+    lease = std::move(*granted);
+  } else {
+    ++stats_.queued_tests;
+  }
+  Worker& worker = pickWorker();
+  ++worker_load_[static_cast<std::size_t>(worker.index())];
+  tests_.emplace(cookie, Test{&worker, {}});
+  worker.loop().post(
+      [w = &worker, cookie, fd = std::move(fd), peer, lease = std::move(lease)]() mutable {
+        w->startSession(cookie, std::move(fd), peer, std::move(lease));
+      });
 }
 
-void Server::onSessionClosed(Session& session) {
-  ++stats_.tests_ended[static_cast<std::size_t>(session.closeReason())];
-  auto it = sessions_.find(session.cookie());
-  if (it != sessions_.end() && it->second.get() == &session) {
-    loop_.deferredDelete(std::move(it->second));
-    sessions_.erase(it);
+Worker& Server::pickWorker() {
+  // The least loaded worker; among equals, the next in turn.
+  std::size_t best = next_worker_ % workers_.size();
+  for (std::size_t step = 0; step < workers_.size(); ++step) {
+    const std::size_t i = (next_worker_ + step) % workers_.size();
+    if (worker_load_[i] < worker_load_[best]) {
+      best = i;
+    }
   }
+  next_worker_ = best + 1;
+  return *workers_[best];
+}
+
+void Server::refuseTest(net::UniqueFd fd, const net::Address& peer, const std::string& why) {
+  // ACCESS_DENIED: every iperf3 client prints "the server is busy running a test".
+  ++stats_.refused_tests;
+  (void)::send(fd.get(), &kAccessDeniedByte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (busy_log_.admit(LogThrottle::Clock::now())) {
+    spdlog::warn("refused a new test from {}: {} ({} more refused tests not logged)",
+                 peer.toString(), why, busy_log_.suppressed());
+  }
+}
+
+void Server::refuseStaleStream(net::UniqueFd fd, const net::Address& peer) {
+  // The test this connection belongs to has ended: it must not start a test of its own.
+  ++stats_.stale_streams;
+  (void)::send(fd.get(), &kAccessDeniedByte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (stale_log_.admit(LogThrottle::Clock::now())) {
+    spdlog::warn("refused connection from {}: its test has already ended ({} more not logged)",
+                 peer.toString(), stale_log_.suppressed());
+  }
+}
+
+// ---- UDP --------------------------------------------------------------------------------------
+
+void Server::onUdpReadable(Listener& listener) {
+  for (int round = 0; round < kUdpBatchesPerWakeup; ++round) {
+    const int n = udp_batch_.receive(listener.fd.get());
+    if (n <= 0) {
+      return;
+    }
+    for (int i = 0; i < n; ++i) {
+      const auto source = net::Address::fromSockaddr(
+          reinterpret_cast<const sockaddr*>(&udp_batch_.source(i)), udp_batch_.sourceLength(i));
+      const auto datagram = udp_batch_.datagram(i);
+      const std::string key = source.toString();
+      std::optional<proto::Cookie> owner;
+      if (auto known = udp_flows_.find(key); known != udp_flows_.end()) {
+        owner = known->second;
+      } else {
+        // A new flow belongs to the test whose turn it is to set up UDP streams from that
+        // address: there is at most one (pool/udp_setup_turns.h).
+        owner = udp_turns_.holder(source.hostString());
+        if (!owner) {
+          dropDatagram(UdpDrop::NoTest, source);
+          continue;
+        }
+        // A new flow must open with the connect message every iperf3 client sends; anything
+        // else would become a bogus stream at the server (PROTOCOL.md §4.2).
+        if (!proto::isUdpConnect(proto::classifyUdpHandshake(datagram))) {
+          dropDatagram(UdpDrop::NotConnectMessage, source);
+          continue;
+        }
+        udp_flows_.emplace(key, *owner);
+        tests_.at(*owner).udp_flows.push_back(key);
+      }
+      Worker* worker = tests_.at(*owner).worker;
+      worker->loop().post([worker, test = *owner, local = listener.address, source,
+                           bytes = std::vector<std::uint8_t>(datagram.begin(), datagram.end())] {
+        worker->datagram(test, local, source, bytes);
+      });
+    }
+  }
+}
+
+void Server::dropDatagram(UdpDrop why, const net::Address& source) {
+  (why == UdpDrop::NoTest ? stats_.udp_no_test : stats_.udp_not_connect)++;
+  if (udp_drop_log_.admit(LogThrottle::Clock::now())) {
+    spdlog::warn(
+        "dropped UDP datagram from {}: {} (dropped so far: {} no test, {} not a connect "
+        "message; {} not logged)",
+        source.toString(), udpDropName(why == UdpDrop::NoTest ? 0 : 1), stats_.udp_no_test,
+        stats_.udp_not_connect, udp_drop_log_.suppressed());
+  }
+}
+
+void Server::onUdpSetupRequested(const proto::Cookie& test, const std::string& client_host) {
+  auto it = tests_.find(test);
+  if (it == tests_.end()) {
+    return;
+  }
+  if (udp_turns_.begin(test, client_host)) {
+    Worker* worker = it->second.worker;
+    worker->loop().post([worker, test] { worker->udpSetupGranted(test); });
+  } else {
+    spdlog::debug("[s:{}] waits for another test from {} to set up its UDP streams",
+                  test.shortForm(), client_host);
+  }
+}
+
+void Server::onUdpSetupDone(const proto::Cookie& test) {
+  if (const auto next = udp_turns_.end(test)) {
+    if (auto it = tests_.find(*next); it != tests_.end()) {
+      Worker* worker = it->second.worker;
+      worker->loop().post([worker, test = *next] { worker->udpSetupGranted(test); });
+    }
+  }
+}
+
+// ---- Backends ---------------------------------------------------------------------------------
+
+void Server::sendNoBackend(const proto::Cookie& test,
+                           CloseReason reason,
+                           const std::string& detail) {
+  auto it = tests_.find(test);
+  if (it == tests_.end()) {
+    return;
+  }
+  Worker* worker = it->second.worker;
+  worker->loop().post([worker, test, reason, detail] { worker->noBackend(test, reason, detail); });
+}
+
+void Server::onQueuedGranted(const proto::Cookie& test, const pool::Lease& lease) {
+  auto it = tests_.find(test);
+  if (it == tests_.end()) {
+    backends_.release(test, false);  // it went away; the next in line gets the backend
+    return;
+  }
+  Worker* worker = it->second.worker;
+  worker->loop().post([worker, test, lease] { worker->backendGranted(test, lease); });
+}
+
+void Server::onQueueExpired(const proto::Cookie& test) {
+  sendNoBackend(
+      test, CloseReason::QueueTimeout,
+      fmt::format("no backend was free within --queue-timeout {} ms", settings_.timeouts.queue_ms));
+}
+
+void Server::onBackendFault(const proto::Cookie& test, pool::BackendFault fault) {
+  backends_.fault(test, fault);
+  auto it = tests_.find(test);
+  if (it == tests_.end()) {
+    return;
+  }
+  auto answer = backends_.request(test);
+  if (auto* lease = std::get_if<pool::Lease>(&answer)) {
+    Worker* worker = it->second.worker;
+    worker->loop().post(
+        [worker, test, lease = std::move(*lease)] { worker->backendGranted(test, lease); });
+  } else if (auto* refused = std::get_if<pool::BackendPool::Refused>(&answer)) {
+    sendNoBackend(test, CloseReason::NoBackendFree, refused->why);
+  }
+  // Queued: the pool grants it a backend, or lets its deadline pass, later.
+}
+
+void Server::onSessionEnded(const proto::Cookie& test,
+                            const TestSummary& summary,
+                            bool backend_broke) {
+  auto it = tests_.find(test);
+  if (it == tests_.end()) {
+    return;
+  }
+  ++stats_.tests_ended[static_cast<std::size_t>(summary.reason)];
+  --worker_load_[static_cast<std::size_t>(it->second.worker->index())];
+  for (const auto& key : it->second.udp_flows) {
+    udp_flows_.erase(key);
+  }
+  tests_.erase(it);
+  recent_.add(test, RecentCookies::Clock::now());
+  onUdpSetupDone(test);
+  backends_.release(test, backend_broke);
   checkDrained();
 }
+
+// ---- Shutdown ---------------------------------------------------------------------------------
 
 void Server::drain(std::function<void()> drained) {
   draining_ = true;
   drained_ = std::move(drained);
-  spdlog::info("draining: no new tests; waiting for {} running test(s)", sessions_.size());
+  spdlog::info("draining: no new tests; waiting for {} running test(s)", tests_.size());
+  // Tests still waiting for a backend will not get one now.
+  std::vector<proto::Cookie> waiting;
+  for (const auto& [cookie, test] : tests_) {
+    if (!backends_.leased(cookie)) {
+      waiting.push_back(cookie);
+    }
+  }
+  for (const auto& cookie : waiting) {
+    backends_.release(cookie, false);
+    sendNoBackend(cookie, CloseReason::Shutdown, "the proxy is shutting down");
+  }
   checkDrained();
 }
 
 void Server::checkDrained() {
-  if (draining_ && sessions_.empty() && drained_) {
+  if (draining_ && tests_.empty() && drained_) {
     // The callback may stop the loop; take it first so it runs once.
     auto drained = std::exchange(drained_, nullptr);
     drained();
   }
 }
 
-bool Server::backendFinishingTest(const Session& asking) {
-  for (const auto& [cookie, session] : sessions_) {
-    if (session.get() != &asking && session->finishingWithBackend()) {
-      return true;
-    }
-  }
-  return false;
-}
-
 void Server::shutdown() {
+  if (shut_down_) {
+    return;
+  }
+  shut_down_ = true;
   resume_accepting_.disarm();
   stats_tick_.disarm();
   for (auto* group : {&listeners_, &udp_listeners_}) {
@@ -335,19 +485,19 @@ void Server::shutdown() {
       }
     }
   }
-  // close() calls back into onSessionClosed, which erases: iterate over a snapshot.
-  std::vector<Session*> open;
-  for (auto& [cookie, session] : sessions_) {
-    open.push_back(session.get());
+  for (auto& thread : worker_threads_) {
+    thread->stop();
   }
-  for (Session* session : open) {
-    session->close(CloseReason::Shutdown);
+  if (inline_worker_) {
+    inline_worker_->closeAll(CloseReason::Shutdown);
   }
   for (auto& [key, pending] : pending_) {
+    pending->stop();
     loop_.deferredDelete(std::move(pending));
   }
   pending_.clear();
   pending_order_.clear();
+  backends_.stop();
 }
 
 }  // namespace iperf3proxy::proxy

@@ -14,25 +14,41 @@
 #include "net/address.h"
 #include "net/datagram_batch.h"
 #include "net/unique_fd.h"
+#include "pool/udp_setup_turns.h"
 #include "proto/cookie.h"
+#include "proxy/backends.h"
+#include "proxy/log_throttle.h"
 #include "proxy/pending_conn.h"
-#include "proxy/session.h"
+#include "proxy/recent_cookies.h"
 #include "proxy/settings.h"
 #include "proxy/stats.h"
+#include "proxy/worker.h"
 
 namespace iperf3proxy::proxy {
 
-// Accepts TCP connections on the proxy's port and routes each by its cookie: a cookie no live
-// test holds starts a new Session (it is a control connection); a known cookie is a data
-// connection of that test. Owns every pending connection and every session (the registry).
-class Server : private SessionOwner {
+// The front of the proxy: accepts every TCP connection and datagram on the proxy's port, reads
+// each connection's cookie, and routes it: a cookie no live test holds starts a new test, which
+// gets a backend of its own from the pool (or waits in its queue, or is answered "busy") and a
+// worker to run on; a known cookie is a data connection of that test and goes to its worker.
+// UDP flows carry no cookie: the test whose turn it is to set up UDP streams from a client
+// address (pool::UdpSetupTurns) gets the new flows from that address.
+//
+// Runs on the main loop; the tests run on the workers (worker.h), which report back here.
+class Server : private Front {
  public:
-  using BackendLookup = std::function<std::optional<net::Address>()>;
-
-  Server(ev::EventLoop& loop, const ProxySettings& settings, BackendLookup backend);
+  // `threads`: worker loops; 1 runs the tests on `loop` itself.
+  Server(ev::EventLoop& loop,
+         const ProxySettings& settings,
+         const BackendsConfig& backends,
+         const pool::PoolSettings& pool_settings,
+         int threads);
   ~Server() override;
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
+
+  // Starts the backends (embedded servers included). False with `error` and the process's
+  // exit code set if they cannot.
+  bool startBackends(std::string* error, int* exit_code);
 
   // Starts listening. Returns false with `error` set if no address could be bound.
   bool listen(const std::vector<net::Address>& addresses, std::string* error);
@@ -40,16 +56,25 @@ class Server : private SessionOwner {
   // The addresses actually bound (port 0 resolved), for the ready line.
   std::vector<net::Address> boundAddresses() const;
 
-  // Stops starting new tests (a new control connection is answered "busy"; data connections
-  // of running tests still come in) and calls `drained` once the last test has ended.
+  // Stops starting new tests (new control connections and queued tests are answered "busy";
+  // data connections of running tests still come in) and calls `drained` once the last test
+  // has ended.
   void drain(std::function<void()> drained);
 
-  // Stops accepting and closes every session now.
+  // Stops accepting, closes every test now and stops the embedded servers.
   void shutdown();
 
-  std::size_t sessionCount() const { return sessions_.size(); }
+  // SIGHUP: re-read --backends-file.
+  void reloadBackends() { backends_.reload(); }
+
+  // SIGCHLD.
+  void onChildSignal() { backends_.onChildSignal(); }
+
+  std::size_t testCount() const { return tests_.size(); }
 
   const ProxyStats& stats() const { return stats_; }
+
+  const Backends& backends() const { return backends_; }
 
  private:
   struct Listener {
@@ -58,8 +83,14 @@ class Server : private SessionOwner {
     std::unique_ptr<ev::IoEvent> readable;
   };
 
+  // A test the front has handed to a worker, until the worker reports its end.
+  struct Test {
+    Worker* worker;
+    std::vector<std::string> udp_flows;  // "addr:port" keys in udp_flows_
+  };
+
   // Why a datagram on the shared UDP port was not relayed.
-  enum class UdpDrop { NoTest, SeveralTests, NotConnectMessage };
+  enum class UdpDrop { NoTest, NotConnectMessage };
 
   void onAcceptable(Listener& listener);
   void onUdpReadable(Listener& listener);
@@ -67,37 +98,56 @@ class Server : private SessionOwner {
   void pauseAccepting();
   void onCookie(PendingConn& pending, proto::Cookie cookie, net::UniqueFd fd);
   void onRejected(PendingConn& pending, PendingConn::Rejection kind, const std::string& why);
+  void startTest(const proto::Cookie& cookie, net::UniqueFd fd, const net::Address& peer);
+  void refuseTest(net::UniqueFd fd, const net::Address& peer, const std::string& why);
+  void refuseStaleStream(net::UniqueFd fd, const net::Address& peer);
+  Worker& pickWorker();
   void logStatsIfChanged();
   void retire(PendingConn& pending);
   void evictOldestPending();
-  void refuseTest(net::UniqueFd fd, const net::Address& peer, const std::string& why);
   void checkDrained();
+  void sendNoBackend(const proto::Cookie& test, CloseReason reason, const std::string& detail);
 
-  // proxy::SessionOwner
-  std::optional<net::Address> backendAddress() override { return backend_(); }
+  // Backends callbacks.
+  void onQueuedGranted(const proto::Cookie& test, const pool::Lease& lease);
+  void onQueueExpired(const proto::Cookie& test);
 
-  net::DatagramBatch& udpBatch() override { return udp_batch_; }
-
-  bool backendFinishingTest(const Session& asking) override;
-
-  void onSessionClosed(Session& session) override;
+  // proxy::Front (from the workers)
+  void onBackendFault(const proto::Cookie& test, pool::BackendFault fault) override;
+  void onUdpSetupRequested(const proto::Cookie& test, const std::string& client_host) override;
+  void onUdpSetupDone(const proto::Cookie& test) override;
+  void onSessionEnded(const proto::Cookie& test,
+                      const TestSummary& summary,
+                      bool backend_broke) override;
 
   ev::EventLoop& loop_;
   const ProxySettings& settings_;
-  BackendLookup backend_;
+  Backends backends_;
   std::vector<Listener> listeners_;
   std::vector<Listener> udp_listeners_;
   net::DatagramBatch udp_batch_;
   ProxyStats stats_;
   std::string last_stats_logged_;
-  std::uint64_t udp_drops_unlogged_ = 0;
-  std::chrono::steady_clock::time_point last_udp_drop_log_{};
+  LogThrottle refused_log_;
+  LogThrottle busy_log_;
+  LogThrottle stale_log_;
+  LogThrottle udp_drop_log_;
   std::unordered_map<PendingConn*, std::unique_ptr<PendingConn>> pending_;
   std::deque<PendingConn*> pending_order_;  // oldest first, for eviction
-  std::unordered_map<proto::Cookie, std::unique_ptr<Session>, proto::CookieHash> sessions_;
+  std::unordered_map<proto::Cookie, Test, proto::CookieHash> tests_;
+  std::unordered_map<std::string, proto::Cookie> udp_flows_;  // flows handed to a test
+  pool::UdpSetupTurns udp_turns_;
+  RecentCookies recent_;
+  // Workers: one on this loop, or one thread each. Declared after what their reports touch.
+  std::unique_ptr<Worker> inline_worker_;
+  std::vector<std::unique_ptr<WorkerThread>> worker_threads_;
+  std::vector<Worker*> workers_;
+  std::size_t next_worker_ = 0;
+  std::vector<std::size_t> worker_load_;
   ev::Timer resume_accepting_;
   ev::Timer stats_tick_;
   bool draining_ = false;
+  bool shut_down_ = false;
   std::function<void()> drained_;
 };
 

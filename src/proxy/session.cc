@@ -9,37 +9,40 @@
 
 #include "net/socket_ops.h"
 #include "proto/wire.h"
+#include "proxy/test_policy.h"
 
 namespace iperf3proxy::proxy {
 namespace {
 
-constexpr long kBackendRetryMs = 50;
 constexpr long kIdleTickMs = 1000;
 // Upper bound on holding the client's TEST_END while its test data reaches the server.
 constexpr long kDrainDeadlineMs = 2000;
 // Beyond --max-duration (plus omit), how long a test may run before it is stopped.
 constexpr long kDurationGraceMs = 10'000;
 
-// What the iperf3 server writes on a data connection it refuses.
+// What the iperf3 server writes on a connection it refuses: ACCESS_DENIED.
 constexpr std::uint8_t kAccessDeniedByte = 0xff;
+
+double secondsOf(std::chrono::steady_clock::duration duration) {
+  return std::chrono::duration<double>(duration).count();
+}
 
 }  // namespace
 
 Session::Session(ev::EventLoop& loop,
                  const ProxySettings& settings,
-                 SessionOwner& owner,
+                 SessionHost& host,
                  proto::Cookie cookie,
                  net::UniqueFd client,
                  net::Address client_address)
     : loop_(loop),
       settings_(settings),
-      owner_(owner),
+      host_(host),
       cookie_(cookie),
       client_address_(client_address),
       started_(std::chrono::steady_clock::now()),
+      waiting_since_(started_),
       client_control_(std::move(client)),
-      backend_retry_(loop, [this] { connectBackend(); }),
-      backend_deadline_(loop, [this] { onBackendConnectFailed(last_connect_error_); }),
       stream_setup_deadline_(loop, [this] { onRoleDeadline(); }),
       role_deadline_(loop, [this] { onRoleDeadline(); }),
       end_linger_(loop,
@@ -51,17 +54,9 @@ Session::Session(ev::EventLoop& loop,
                     }
                   }),
       idle_tick_(loop, [this] { onIdleTick(); }),
-      test_deadline_(
-          loop,
-          [this] {
-            close(CloseReason::DurationExceeded,
-                  fmt::format("still running {} s after --max-duration", kDurationGraceMs / 1000));
-          }),
-      drain_deadline_(loop, [this] {
-        uploads_draining_ = 0;
-        if (control_) {
-          control_->releaseClientToServer();
-        }
+      test_deadline_(loop, [this] {
+        close(CloseReason::DurationExceeded,
+              fmt::format("still running {} s after --max-duration", kDurationGraceMs / 1000));
       }) {}
 
 Session::~Session() = default;
@@ -70,84 +65,106 @@ std::string Session::prefix() const {
   return "[s:" + std::string(cookie_.shortForm()) + "]";
 }
 
-void Session::start() {
-  backend_ = owner_.backendAddress();
-  if (!backend_) {
-    onBackendConnectFailed(ECONNREFUSED);
+void Session::start(std::optional<pool::Lease> lease) {
+  if (lease) {
+    connectBackend(std::move(*lease));
     return;
   }
-  spdlog::debug("{} new test from {}, connecting to backend {}", prefix(),
-                client_address_.toString(), backend_->toString());
-  backend_deadline_.armMs(settings_.timeouts.backend_connect_ms);
-  idle_tick_.armMs(kIdleTickMs);
-  connectBackend();
+  spdlog::debug("{} new test from {} waits for a free backend", prefix(),
+                client_address_.toString());
+  watchClientWhileWaiting();
 }
 
-bool Session::finishingWithBackend() const {
-  return done_ && !closed_;
+// ---- Backend ----------------------------------------------------------------------------------
+
+void Session::watchClientWhileWaiting() {
+  // While the test waits for a backend, the client waits for PARAM_EXCHANGE and sends nothing:
+  // readable means it closed (or broke the protocol); either way the test is over.
+  waiting_since_ = std::chrono::steady_clock::now();
+  client_watch_ = std::make_unique<ev::IoEvent>(
+      loop_, client_control_.get(), ev::IoEvent::Kind::Read, [this] { onClientWhileWaiting(); });
+  client_watch_->enable();
 }
 
-// ---- Backend control connection ---------------------------------------------------------------
-
-void Session::connectBackend() {
-  if (backend_connect_event_) {
-    backend_connect_event_->disable();
-    loop_.deferredDestroy(std::move(backend_connect_event_));
-  }
-  // While the previous test is still closing, the server is not listening for a new client
-  // yet: a connect now would be answered "busy" or reset with the old listener. Wait for it
-  // (bounded by the backend deadline), as a direct client would only come after it.
-  if (owner_.backendFinishingTest(*this)) {
-    backend_retry_.armMs(kBackendRetryMs / 5);
-    return;
-  }
-  backend_connecting_ = net::startConnect(*backend_);
-  if (!backend_connecting_) {
-    last_connect_error_ = errno;
-    if (errno == ECONNREFUSED) {
-      backend_retry_.armMs(kBackendRetryMs);
-      return;
-    }
-    onBackendConnectFailed(errno);
-    return;
-  }
-  backend_connect_event_ =
-      std::make_unique<ev::IoEvent>(loop_, backend_connecting_.get(), ev::IoEvent::Kind::Write,
-                                    [this] { onBackendConnectReady(); });
-  backend_connect_event_->enable();
-}
-
-void Session::onBackendConnectReady() {
-  backend_connect_event_->disable();
-  const int error = net::socketError(backend_connecting_.get());
-  last_connect_error_ = error;
-  if (error == ECONNREFUSED) {
-    // The iperf3 server closes and re-opens its listener between tests (protocol §1.6): a
-    // refusal right after a test is expected and short.
-    backend_connecting_.reset();
-    backend_retry_.armMs(kBackendRetryMs);
-    return;
-  }
-  if (error != 0) {
-    onBackendConnectFailed(error);
-    return;
-  }
-  backend_deadline_.disarm();
-  control_ = std::make_unique<ControlRelay>(loop_, std::move(client_control_),
-                                            std::move(backend_connecting_), settings_.codec,
-                                            static_cast<ControlRelayCallbacks&>(*this));
-  control_->start(cookie_.bytes());
-}
-
-void Session::onBackendConnectFailed(int error) {
+void Session::onClientWhileWaiting() {
   if (closed_) {
     return;
   }
-  // The client is connected to the proxy, so it would wait for the server forever: tell it in
-  // the iperf3 way, as a server error naming a failed connect.
-  sendServerError(proto::ierrno::kConnect, error);
-  close(CloseReason::BackendUnreachable,
-        backend_ ? backend_->toString() + ": " + net::errnoText(error) : "no backend");
+  std::uint8_t byte = 0;
+  const ssize_t n = ::recv(client_control_.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+    return;
+  }
+  if (n == 1) {
+    close(CloseReason::ProtocolError,
+          "the client sent data before the server's PARAM_EXCHANGE (while waiting for a backend)");
+    return;
+  }
+  close(CloseReason::ControlClosedEarly,
+        n == 0 ? "the client left while waiting for a backend" : net::errnoText(errno));
+}
+
+void Session::onBackendGranted(pool::Lease lease) {
+  if (closed_) {
+    return;
+  }
+  if (client_watch_) {
+    client_watch_->disable();
+    loop_.deferredDestroy(std::move(client_watch_));
+  }
+  queued_ += std::chrono::steady_clock::now() - waiting_since_;
+  connectBackend(std::move(lease));
+}
+
+void Session::onNoBackend(CloseReason reason, const std::string& detail) {
+  if (closed_) {
+    return;
+  }
+  // What an iperf3 server says to a client it cannot take: every client prints "the server is
+  // busy running a test. try again later".
+  sendToClientNow(std::span(&kAccessDeniedByte, 1));
+  close(reason, detail);
+}
+
+void Session::connectBackend(pool::Lease lease) {
+  spdlog::debug("{} test from {} goes to backend {}", prefix(), client_address_.toString(),
+                lease.name);
+  lease_ = lease;
+  link_ = std::make_unique<BackendLink>(
+      loop_, std::move(lease), cookie_, settings_.timeouts.backend_connect_ms,
+      BackendLink::Callbacks{[this](net::UniqueFd fd, std::vector<std::uint8_t> answer) {
+                               onBackendAnswered(std::move(fd), std::move(answer));
+                             },
+                             [this](pool::BackendFault fault, std::string detail) {
+                               onBackendFault(fault, detail);
+                             }});
+  link_->start();
+}
+
+void Session::onBackendFault(pool::BackendFault fault, const std::string& detail) {
+  if (closed_) {
+    return;
+  }
+  ++backend_faults_;
+  // The client has seen nothing of this backend yet: another one can take the test unseen.
+  spdlog::info("{} backend {} {} ({}); asking for another", prefix(), lease_ ? lease_->name : "?",
+               pool::backendFaultName(fault), detail);
+  loop_.deferredDestroy(std::move(link_));
+  lease_.reset();
+  watchClientWhileWaiting();
+  host_.backendFault(cookie_, fault);
+}
+
+void Session::onBackendAnswered(net::UniqueFd fd, std::vector<std::uint8_t> answer) {
+  if (closed_) {
+    return;
+  }
+  loop_.deferredDestroy(std::move(link_));
+  idle_tick_.armMs(kIdleTickMs);
+  control_ =
+      std::make_unique<ControlRelay>(loop_, std::move(client_control_), std::move(fd),
+                                     settings_.codec, static_cast<ControlRelayCallbacks&>(*this));
+  control_->startAnswered(cookie_.bytes(), answer);
 }
 
 // ---- Control events ---------------------------------------------------------------------------
@@ -159,7 +176,7 @@ void Session::onControlEvent(const proto::ControlEvent& event) {
   if (const auto* params = std::get_if<proto::ParamsReceived>(&event)) {
     onParams(*params);
   } else if (const auto* rejected = std::get_if<proto::ParamsRejected>(&event)) {
-    sendServerError(proto::ierrno::kRecvParams, 0);
+    sendToClientNow(proto::encodeServerError(proto::ierrno::kRecvParams, 0));
     close(CloseReason::ParamsRejected, rejected->failure.detail);
   } else if (const auto* state = std::get_if<proto::StateReceived>(&event)) {
     onState(*state);
@@ -181,18 +198,9 @@ void Session::onParams(const proto::ParamsReceived& received) {
   spdlog::debug("{} params: {} {} streams/direction={} role_byte={} client_version={}", prefix(),
                 proto::transportName(params_->transport), proto::testModeName(params_->mode),
                 params_->streams_per_direction, params_->role_byte, params_->client_version);
-  if (params_->transport == proto::Transport::Sctp) {
-    sendServerError(proto::ierrno::kProtocol, 0);
-    close(CloseReason::UnsupportedTest, "SCTP cannot be carried by a TCP/UDP proxy");
-    return;
-  }
-  const long cap = settings_.limits.max_duration_s;
-  if (cap > 0 && params_->duration_s + params_->omit_s > cap) {
-    // Refused before the server sees the parameters, the way 3.20+ servers refuse a test above
-    // --server-max-duration.
-    sendServerError(proto::ierrno::kDuration, 0);
-    close(CloseReason::DurationExceeded, fmt::format("-t {} -O {} is above --max-duration {}",
-                                                     params_->duration_s, params_->omit_s, cap));
+  if (const auto refusal = checkTestPolicy(*params_, settings_.limits)) {
+    sendToClientNow(proto::encodeServerError(refusal->i_errno, 0));
+    close(refusal->reason, refusal->detail);
     return;
   }
   if (params_->get_server_output) {
@@ -216,13 +224,15 @@ void Session::onState(const proto::StateReceived& received) {
         return;
       case State::TestRunning:
         running_ = true;
-        if (settings_.limits.max_duration_s > 0) {
+        if (settings_.limits.max_duration_s > 0 && params_) {
           // Byte- and block-bound tests (-n, -k) have no -t to check up front: they are stopped
           // once they run past the cap, with the same grace iperf3 gives its own timers.
-          test_deadline_.armMs((settings_.limits.max_duration_s + params_->omit_s) * 1000 +
-                               kDurationGraceMs);
+          const std::int64_t omit = std::max<std::int64_t>(0, params_->omit_s);
+          test_deadline_.armMs(
+              (settings_.limits.max_duration_s + std::min<std::int64_t>(omit, 86'400)) * 1000 +
+              kDurationGraceMs);
         }
-        if (pairing_ && !pairing_->allPaired()) {
+        if (tcp_ && !tcp_->allPaired()) {
           role_deadline_.armMs(settings_.timeouts.role_settle_ms);
         }
         return;
@@ -237,17 +247,31 @@ void Session::onState(const proto::StateReceived& received) {
     }
   }
   if (received.from == proto::Side::Client && received.state == State::TestEnd) {
-    drainUploadsBeforeTestEnd();
+    onTestEnd();
     return;
   }
   if (received.state == State::IperfDone) {
     done_ = true;
     creating_streams_ = false;
+    endUdpSetup();
     stream_setup_deadline_.disarm();
     role_deadline_.disarm();
     test_deadline_.disarm();
     end_linger_.armMs(settings_.timeouts.end_linger_ms);
   }
+}
+
+void Session::onTestEnd() {
+  if (test_end_seen_ || !tcp_ || !control_) {
+    return;
+  }
+  test_end_seen_ = true;
+  control_->holdClientToServer();
+  tcp_->drainUploads(kDrainDeadlineMs, [this] {
+    if (control_ && !closed_) {
+      control_->releaseClientToServer();
+    }
+  });
 }
 
 void Session::beginStreamCreation() {
@@ -259,19 +283,36 @@ void Session::beginStreamCreation() {
   stream_setup_deadline_.armMs(settings_.timeouts.stream_setup_ms);
   if (params_->transport == proto::Transport::Udp) {
     // UDP needs no role work: stream setup is lock-step, so the server accepts the flows in the
-    // client's creation order as long as the proxy forwards them as they come (protocol §7.5).
+    // client's creation order as long as the proxy forwards them as they come (PROTOCOL.md
+    // §7.5). But a flow carries no cookie: it is known only by its source address, so the
+    // client may start only when no other test from its address is setting up UDP streams.
+    udp_ = std::make_unique<UdpStreams>(loop_, host_.udpBatch(), lease_->address,
+                                        params_->totalStreams());
+    control_->holdServerToClient();
+    udp_turn_requested_ = true;
+    host_.requestUdpSetup(cookie_, client_address_.hostString());
     return;
   }
-  pairing_ = std::make_unique<StreamPairing>(
-      loop_, *params_, *backend_, cookie_, settings_.timeouts.backend_connect_ms, prefix(),
-      StreamPairing::Callbacks{
-          [this](roles::Flow flow, net::UniqueFd client, net::UniqueFd server) {
-            startRelay(flow, std::move(client), std::move(server));
-          },
-          [this] { onAllPaired(); },
-          [this](CloseReason reason, std::string detail) {
-            close(reason, detail);
-          }});
+  tcp_ = std::make_unique<TcpStreams>(
+      loop_, *params_, lease_->address, cookie_, settings_.timeouts.backend_connect_ms, prefix(),
+      TcpStreams::Callbacks{[this](int client_fd, int server_fd) {
+                              if (server_report_) {
+                                server_report_->addConnection(proto::ConnectionView::Kind::Data,
+                                                              client_fd, server_fd);
+                              }
+                            },
+                            [this] { onAllPaired(); },
+                            [this](CloseReason reason, std::string detail) {
+                              close(reason, detail);
+                            }});
+}
+
+void Session::onUdpSetupGranted() {
+  if (closed_ || !control_) {
+    return;
+  }
+  spdlog::debug("{} UDP stream setup may begin", prefix());
+  control_->releaseServerToClient();
 }
 
 void Session::onControlProtocolError(const proto::CodecFailure& failure) {
@@ -280,27 +321,7 @@ void Session::onControlProtocolError(const proto::CodecFailure& failure) {
                     proto::codecErrorName(failure.error), failure.detail));
 }
 
-bool Session::retryBackendBeforeFirstByte() {
-  // The server reset or closed the new control connection before saying anything: it landed in
-  // the backlog of a listener the server was just closing (it re-creates it around every test).
-  // Nothing reached the client yet, so connecting again is invisible to it.
-  if (!control_ || control_->bytesFromServer() > 0 || !backend_deadline_retry_allowed_) {
-    return false;
-  }
-  spdlog::debug("{} backend closed the control connection before its first byte; reconnecting",
-                prefix());
-  client_control_ = control_->releaseClient();
-  loop_.deferredDestroy(std::move(control_));
-  backend_deadline_retry_allowed_ = false;
-  backend_deadline_.armMs(settings_.timeouts.backend_connect_ms);
-  backend_retry_.armMs(kBackendRetryMs);
-  return true;
-}
-
 void Session::onControlError(proto::Side side, int error) {
-  if (side == proto::Side::Server && retryBackendBeforeFirstByte()) {
-    return;
-  }
   if (done_) {
     closeDone();
   } else if (busy_) {
@@ -322,9 +343,6 @@ void Session::closeDone() {
 }
 
 void Session::onControlFinished() {
-  if (retryBackendBeforeFirstByte()) {
-    return;
-  }
   if (done_) {
     closeDone();
   } else if (busy_) {
@@ -346,17 +364,17 @@ void Session::attachStream(net::UniqueFd fd, const net::Address& peer) {
     rejectStream(std::move(fd), peer, "the test is not creating streams");
     return;
   }
-  if (!pairing_) {
+  if (!tcp_) {
     rejectStream(std::move(fd), peer, "a TCP data connection in a UDP test");
     return;
   }
-  if (pairing_->clientStreams() >= params_->totalStreams()) {
+  if (tcp_->clientStreams() >= params_->totalStreams()) {
     rejectStream(
         std::move(fd), peer,
         fmt::format("more data connections than the test declared ({})", params_->totalStreams()));
     return;
   }
-  pairing_->addClientStream(std::move(fd), peer.port());
+  tcp_->add(std::move(fd), peer);
 }
 
 void Session::onAllPaired() {
@@ -365,78 +383,40 @@ void Session::onAllPaired() {
   role_deadline_.disarm();
 }
 
-void Session::startRelay(roles::Flow flow, net::UniqueFd client, net::UniqueFd server) {
-  if (server_report_) {
-    server_report_->addConnection(proto::ConnectionView::Kind::Data, client.get(), server.get());
-  }
-  auto relay = std::make_unique<StreamRelay>(
-      loop_, static_cast<int>(relays_.size()), flow, std::move(client), std::move(server),
-      [this](StreamRelay& done, const SplicePump::Completion& completion) {
-        onRelayDone(done, completion);
-      });
-  if (!relay->start()) {
-    close(CloseReason::StreamDialFailed, "cannot create pipes: " + net::errnoText(errno));
+void Session::onDatagram(const net::Address& proxy_local,
+                         const net::Address& source,
+                         std::span<const std::uint8_t> datagram) {
+  if (closed_ || !udp_) {
     return;
   }
-  relays_.push_back(std::move(relay));
-}
-
-void Session::onRelayDone(StreamRelay& relay, const SplicePump::Completion& completion) {
-  bytes_up_ += relay.bytesFromClient();
-  bytes_down_ += relay.bytesFromServer();
-  spdlog::debug("{} stream {} ({}) ended: {} bytes up, {} bytes down, {}", prefix(), relay.index(),
-                relay.flow() == roles::Flow::Upload ? "upload" : "download",
-                relay.bytesFromClient(), relay.bytesFromServer(),
-                completion.outcome == SplicePump::Outcome::Closed
-                    ? std::string("closed")
-                    : std::string(completion.at_first ? "client " : "server ") +
-                          net::errnoText(completion.error));
-  for (auto it = relays_.begin(); it != relays_.end(); ++it) {
-    if (it->get() == &relay) {
-      std::unique_ptr<StreamRelay> finished = std::move(*it);
-      relays_.erase(it);
-      loop_.deferredDelete(std::move(finished));
-      return;
-    }
+  if (udp_->route(source, datagram)) {
+    return;
   }
-}
-
-bool Session::wantsUdpFlowFrom(const net::Address& source) const {
-  return !closed_ && creating_streams_ && params_ && params_->transport == proto::Transport::Udp &&
-         static_cast<int>(flows_.size()) < params_->totalStreams() &&
-         source.hostString() == client_address_.hostString();
-}
-
-bool Session::routeUdp(const net::Address& source, std::span<const std::uint8_t> datagram) {
-  for (const auto& flow : flows_) {
-    if (flow->client().port() == source.port() &&
-        flow->client().hostString() == source.hostString()) {
-      flow->fromClient(datagram);
-      return true;
-    }
+  if (!creating_streams_ || udp_->complete()) {
+    return;  // the front counts no drop here: it only sends what the test may take
   }
-  return false;
-}
-
-void Session::attachUdpFlow(const net::Address& proxy_local,
-                            const net::Address& source,
-                            std::span<const std::uint8_t> first_datagram) {
   std::string error;
-  auto flow = UdpFlow::open(loop_, owner_.udpBatch(), proxy_local, source, *backend_,
-                            first_datagram, &error);
-  if (!flow) {
-    close(CloseReason::StreamDialFailed, "UDP flow from " + source.toString() + ": " + error);
+  const UdpFlow* flow = udp_->open(proxy_local, source, datagram, &error);
+  if (flow == nullptr) {
+    close(CloseReason::LocalResources, "UDP flow from " + source.toString() + ": " + error);
     return;
   }
-  spdlog::debug("{} UDP flow {} from {}", prefix(), flows_.size(), source.toString());
+  spdlog::debug("{} UDP flow {} from {}", prefix(), udp_->count() - 1, source.toString());
   if (server_report_) {
     server_report_->addConnection(proto::ConnectionView::Kind::Data, flow->clientFd(),
                                   flow->serverFd());
   }
-  flows_.push_back(std::move(flow));
-  if (static_cast<int>(flows_.size()) == params_->totalStreams()) {
+  if (udp_->complete()) {
     creating_streams_ = false;
     stream_setup_deadline_.disarm();
+    endUdpSetup();
+  }
+}
+
+void Session::endUdpSetup() {
+  if (udp_turn_requested_) {
+    udp_turn_requested_ = false;
+    host_.udpSetupDone(cookie_);
   }
 }
 
@@ -444,59 +424,19 @@ void Session::onRoleDeadline() {
   if (closed_) {
     return;
   }
-  if (params_ && params_->transport == proto::Transport::Udp) {
+  if (udp_) {
     if (creating_streams_) {
       close(CloseReason::StreamSetupTimeout,
-            fmt::format("{} of {} UDP flows within {} ms", flows_.size(), params_->totalStreams(),
+            fmt::format("{} of {} UDP flows within {} ms", udp_->count(), udp_->expected(),
                         settings_.timeouts.stream_setup_ms));
     }
     return;
   }
-  if (pairing_ && !pairing_->settleByGuess()) {
+  if (tcp_ && !tcp_->settleByGuess()) {
     close(CloseReason::StreamSetupTimeout,
           fmt::format("{} of {} client and {} of {} backend data connections within {} ms",
-                      pairing_->clientStreams(), params_->totalStreams(), pairing_->serverStreams(),
+                      tcp_->clientStreams(), params_->totalStreams(), tcp_->serverStreams(),
                       params_->totalStreams(), settings_.timeouts.stream_setup_ms));
-  }
-}
-
-void Session::drainUploadsBeforeTestEnd() {
-  // On a direct path the client's last test bytes are in the server's socket before TEST_END
-  // is, and the server counts them. Through the proxy they could still sit in a pipe when
-  // TEST_END overtakes them, so TEST_END waits until every upload relay has delivered.
-  std::vector<StreamRelay*> uploads;
-  for (const auto& relay : relays_) {
-    if (relay->flow() == roles::Flow::Upload) {
-      uploads.push_back(relay.get());
-    }
-  }
-  if (uploads.empty() || !control_) {
-    return;
-  }
-  control_->holdClientToServer();
-  uploads_draining_ = static_cast<int>(uploads.size());
-  drain_deadline_.armMs(kDrainDeadlineMs);
-  const auto started = std::chrono::steady_clock::now();
-  for (StreamRelay* relay : uploads) {
-    relay->drainUpload([this, relay, started, before = relay->bytesFromClient()] {
-      // For diagnosis: how long the last bytes took and how many arrived after TEST_END.
-      spdlog::debug("{} stream {} upload drained in {} ms, {} bytes after the client's TEST_END",
-                    prefix(), relay->index(),
-                    std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::steady_clock::now() - started)
-                        .count(),
-                    relay->bytesFromClient() - before);
-      onUploadDrained();
-    });
-  }
-}
-
-void Session::onUploadDrained() {
-  if (uploads_draining_ > 0 && --uploads_draining_ == 0) {
-    drain_deadline_.disarm();
-    if (control_ && !closed_) {
-      control_->releaseClientToServer();
-    }
   }
 }
 
@@ -504,7 +444,10 @@ void Session::onIdleTick() {
   if (closed_) {
     return;
   }
-  const std::uint64_t total = totalBytes();
+  std::uint64_t total = bytesUp() + bytesDown();
+  if (control_) {
+    total += control_->bytesFromClient() + control_->bytesFromServer();
+  }
   idle_ms_ = total == last_total_bytes_ ? idle_ms_ + kIdleTickMs : 0;
   last_total_bytes_ = total;
   if (idle_ms_ >= settings_.timeouts.idle_ms) {
@@ -514,38 +457,54 @@ void Session::onIdleTick() {
   idle_tick_.armMs(kIdleTickMs);
 }
 
-std::uint64_t Session::totalBytes() const {
-  std::uint64_t total = bytes_up_ + bytes_down_;
-  if (control_) {
-    total += control_->bytesFromClient() + control_->bytesFromServer();
-  }
-  for (const auto& relay : relays_) {
-    total += relay->bytesFromClient() + relay->bytesFromServer();
-  }
-  for (const auto& flow : flows_) {
-    total += flow->bytesFromClient() + flow->bytesFromServer();
-  }
-  return total;
+std::uint64_t Session::bytesUp() const {
+  return (tcp_ ? tcp_->bytesUp() : 0) + (udp_ ? udp_->bytesUp() : 0);
+}
+
+std::uint64_t Session::bytesDown() const {
+  return (tcp_ ? tcp_->bytesDown() : 0) + (udp_ ? udp_->bytesDown() : 0);
 }
 
 void Session::rejectStream(net::UniqueFd fd, const net::Address& peer, const std::string& why) {
-  ++rejected_streams_;
   // The answer the iperf3 server itself gives a data connection it does not want.
   (void)::send(fd.get(), &kAccessDeniedByte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
   spdlog::warn("{} refused data connection from {}: {}", prefix(), peer.toString(), why);
 }
 
-void Session::sendServerError(std::int32_t i_errno, std::int32_t sys_errno) {
-  const std::vector<std::uint8_t> message = proto::encodeServerError(i_errno, sys_errno);
+void Session::sendToClientNow(std::span<const std::uint8_t> bytes) {
   if (control_) {
-    control_->sendToClientNow(message);
+    control_->sendToClientNow(bytes);
   } else if (client_control_) {
-    (void)::send(client_control_.get(), message.data(), message.size(),
-                 MSG_NOSIGNAL | MSG_DONTWAIT);
+    // A few bytes into a socket whose send buffer is empty: this does not block or write short.
+    (void)::send(client_control_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   }
 }
 
 // ---- End of the test --------------------------------------------------------------------------
+
+TestSummary Session::summary() const {
+  TestSummary s;
+  s.id = std::string(cookie_.shortForm());
+  s.client = client_address_.toString();
+  s.params = params_;
+  s.backend = lease_ ? lease_->name : "";
+  s.bytes_up = bytesUp();
+  s.bytes_down = bytesDown();
+  s.seconds = secondsOf(std::chrono::steady_clock::now() - started_);
+  s.queued_seconds = secondsOf(queued_);
+  s.reason = reason_;
+  s.detail = reason_detail_;
+  if (tcp_) {
+    const StreamPairing& pairing = tcp_->pairing();
+    s.roles_repaired = pairing.repairedRoles();
+    s.out_of_order = pairing.misorderedArrivals();
+    s.roles_guessed = pairing.rolesGuessed();
+    s.backend_role_mismatch = pairing.backendRoleMismatch();
+  }
+  s.udp_dropped = udp_ ? udp_->dropped() : 0;
+  s.backend_attempts = backend_faults_;
+  return s;
+}
 
 void Session::close(CloseReason reason, const std::string& detail) {
   if (closed_) {
@@ -554,55 +513,35 @@ void Session::close(CloseReason reason, const std::string& detail) {
   closed_ = true;
   reason_ = reason;
   reason_detail_ = detail;
+  if (client_watch_) {
+    client_watch_->disable();
+  }
+  if (link_) {
+    link_->stop();
+  }
   if (control_) {
     control_->stop();
   }
-  if (pairing_) {
-    pairing_->stop();
+  if (tcp_) {
+    tcp_->stop();
+  }
+  if (udp_) {
+    udp_->stop();
   }
   for (ev::Timer* timer :
-       {&backend_retry_, &backend_deadline_, &stream_setup_deadline_, &role_deadline_, &end_linger_,
-        &idle_tick_, &test_deadline_, &drain_deadline_}) {
+       {&stream_setup_deadline_, &role_deadline_, &end_linger_, &idle_tick_, &test_deadline_}) {
     timer->disarm();
   }
-  if (backend_connect_event_) {
-    backend_connect_event_->disable();
-  }
-  for (const auto& relay : relays_) {
-    bytes_up_ += relay->bytesFromClient();
-    bytes_down_ += relay->bytesFromServer();
-  }
-  for (const auto& flow : flows_) {
-    bytes_up_ += flow->bytesFromClient();
-    bytes_down_ += flow->bytesFromServer();
-    udp_dropped_ += flow->dropped();
-  }
-  logSummary();
-  // Sockets close when the owner destroys this session, after the current callback returns.
-  owner_.onSessionClosed(*this);
-}
-
-void Session::logSummary() {
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-  const std::string shape =
-      params_ ? fmt::format("{} {} streams={}", proto::transportName(params_->transport),
-                            proto::testModeName(params_->mode), params_->streams_per_direction)
-              : std::string("unknown");
-  const int repaired = pairing_ ? pairing_->repairedRoles() : 0;
-  const int misordered = pairing_ ? pairing_->misorderedArrivals() : 0;
-  const auto level = reason_ == CloseReason::Completed || reason_ == CloseReason::ServerBusy
-                         ? spdlog::level::info
-                         : spdlog::level::warn;
-  spdlog::log(level,
-              "{} test ended: client={} mode={} up_bytes={} down_bytes={} duration={:.2f}s "
-              "reason={}{}{} roles_repaired={} out_of_order={}{}{}{}",
-              prefix(), client_address_.toString(), shape, bytes_up_, bytes_down_, seconds,
-              closeReasonName(reason_), reason_detail_.empty() ? "" : ": ", reason_detail_,
-              repaired, misordered,
-              pairing_ && pairing_->rolesGuessed() ? " roles_guessed=yes" : "",
-              pairing_ && pairing_->backendRoleMismatch() ? " backend_role_mismatch=yes" : "",
-              udp_dropped_ > 0 ? fmt::format(" udp_dropped={}", udp_dropped_) : "");
+  // Counted once, after everything stopped: nothing moves after the summary line.
+  const TestSummary record = summary();
+  spdlog::log(isRoutineEnd(reason_) ? spdlog::level::info : spdlog::level::warn, "{}",
+              formatTestEnded(record));
+  endUdpSetup();
+  const bool backend_broke = reason_ == CloseReason::ServerReset ||
+                             reason_ == CloseReason::StreamDialFailed ||
+                             reason_ == CloseReason::IdleTimeout;
+  // Sockets close when the host destroys this session, after the current callback returns.
+  host_.sessionEnded(cookie_, record, backend_broke);
 }
 
 }  // namespace iperf3proxy::proxy

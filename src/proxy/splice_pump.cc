@@ -135,6 +135,24 @@ void SplicePump::onDrainTick() {
   drain_tick_->armMs(kDrainTickMs);
 }
 
+void SplicePump::cancelDrain() {
+  if (drain_tick_) {
+    drain_tick_->disarm();
+  }
+  drained_ = nullptr;
+}
+
+void SplicePump::stop() {
+  cancelDrain();
+  completed_ = true;
+  for (Direction* d : {&forward_, &backward_}) {
+    if (d->readable) {
+      d->readable->disable();
+      d->writable->disable();
+    }
+  }
+}
+
 void SplicePump::finishDrain() {
   if (drain_tick_) {
     drain_tick_->disarm();

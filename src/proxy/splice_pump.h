@@ -48,6 +48,13 @@ class SplicePump {
   // sender and receiver counts agree.
   void drainFirstToSecond(std::function<void()> done);
 
+  // Ends a drain in progress without calling its `done` (the session's drain deadline passed).
+  void cancelDrain();
+
+  // Stops all I/O at once, with no completion: the owner is closing the test, and nothing must
+  // move or be counted after that.
+  void stop();
+
   std::uint64_t bytesFirstToSecond() const { return forward_.bytes; }
 
   std::uint64_t bytesSecondToFirst() const { return backward_.bytes; }

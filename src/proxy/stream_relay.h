@@ -30,6 +30,11 @@ class StreamRelay : public ev::DeferredDeletable {
   // See SplicePump::drainFirstToSecond: client-to-server bytes reach the server's TCP.
   void drainUpload(std::function<void()> done) { pump_.drainFirstToSecond(std::move(done)); }
 
+  void cancelDrain() { pump_.cancelDrain(); }
+
+  // No more I/O and no completion (the test is closing).
+  void stop() { pump_.stop(); }
+
   int index() const { return index_; }
 
   roles::Flow flow() const { return flow_; }

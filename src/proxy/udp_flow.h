@@ -58,6 +58,12 @@ class UdpFlow {
 
   bool replied() const { return datagrams_down_ > 0; }
 
+  // No more I/O (the test is closing).
+  void stop() {
+    client_readable_.disable();
+    server_readable_.disable();
+  }
+
  private:
   UdpFlow(ev::EventLoop& loop,
           net::DatagramBatch& batch,

@@ -1,0 +1,233 @@
+#include "proxy/backends.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "net/address.h"
+#include "pool/backends_file.h"
+
+namespace iperf3proxy::proxy {
+namespace {
+
+pool::TimePoint now() {
+  return pool::Clock::now();
+}
+
+}  // namespace
+
+Backends::Backends(ev::EventLoop& loop,
+                   BackendsConfig config,
+                   pool::PoolSettings settings,
+                   Callbacks callbacks)
+    : loop_(loop),
+      config_(std::move(config)),
+      callbacks_(std::move(callbacks)),
+      pool_(settings),
+      tick_(loop, [this] { settle(); }) {}
+
+Backends::~Backends() {
+  stop();
+}
+
+bool Backends::addFromFile(const std::string& text, std::string* error) {
+  std::string why;
+  const auto address = net::resolveHostPort(text, &why);
+  if (!address) {
+    *error = "backend " + text + ": " + why;
+    return false;
+  }
+  // Named by where it is, resolved: that is what the logs and the summary lines show.
+  from_file_[text] = pool_.add(address->toString(), pool::BackendKind::Given, *address, now());
+  return true;
+}
+
+bool Backends::readFile(std::vector<std::string>* entries, std::string* error) const {
+  std::ifstream in(*config_.file);
+  if (!in) {
+    *error = "cannot read --backends-file " + *config_.file;
+    return false;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  auto parsed = pool::parseBackendsFile(text.str());
+  if (auto* failure = std::get_if<pool::BackendsFileError>(&parsed)) {
+    *error = *config_.file + ":" + std::to_string(failure->line) + ": " + failure->message;
+    return false;
+  }
+  *entries = std::get<std::vector<std::string>>(std::move(parsed));
+  return true;
+}
+
+bool Backends::start(std::string* error, int* exit_code) {
+  *exit_code = 2;
+  for (const auto& text : config_.given) {
+    std::string why;
+    const auto address = net::resolveHostPort(text, &why);
+    if (!address) {
+      *error = "--backend " + text + ": " + why;
+      return false;
+    }
+    pool_.add(address->toString(), pool::BackendKind::Given, *address, now());
+  }
+  if (config_.file) {
+    std::vector<std::string> entries;
+    if (!readFile(&entries, error)) {
+      return false;
+    }
+    for (const auto& entry : entries) {
+      if (!addFromFile(entry, error)) {
+        return false;
+      }
+    }
+  }
+  for (int i = 0; i < config_.embedded; ++i) {
+    const std::string name = "embedded-" + std::to_string(i + 1);
+    const pool::BackendId id = pool_.add(name, pool::BackendKind::Embedded, std::nullopt, now());
+    auto server = std::make_unique<EmbeddedServer>(
+        loop_, name, config_.iperf3_path, config_.iperf3_args,
+        EmbeddedServer::Callbacks{[this, id](const net::Address& address) {
+                                    pool_.setAddress(id, address, now());
+                                    settle();
+                                  },
+                                  [this, id] {
+                                    pool_.setAddress(id, std::nullopt, now());
+                                  }});
+    embedded_by_id_[id] = server.get();
+    embedded_.push_back(std::move(server));
+    if (!embedded_.back()->start(error)) {
+      *exit_code = 1;
+      return false;
+    }
+  }
+  return true;
+}
+
+void Backends::reload() {
+  if (!config_.file) {
+    spdlog::info("SIGHUP: no --backends-file to re-read");
+    return;
+  }
+  std::vector<std::string> entries;
+  std::string error;
+  if (!readFile(&entries, &error)) {
+    spdlog::error("SIGHUP: {}; the backends stay as they were", error);
+    return;
+  }
+  // Resolve everything first: a file that is half valid changes nothing.
+  std::vector<std::pair<std::string, net::Address>> added;
+  for (const auto& entry : entries) {
+    if (from_file_.contains(entry)) {
+      continue;
+    }
+    std::string why;
+    const auto address = net::resolveHostPort(entry, &why);
+    if (!address) {
+      spdlog::error("SIGHUP: {}: {}: {}; the backends stay as they were", *config_.file, entry,
+                    why);
+      return;
+    }
+    added.emplace_back(entry, *address);
+  }
+  int removed = 0;
+  for (auto it = from_file_.begin(); it != from_file_.end();) {
+    if (std::find(entries.begin(), entries.end(), it->first) == entries.end()) {
+      spdlog::info("backend {} removed; it takes no new test and leaves once its test ends",
+                   it->first);
+      pool_.retire(it->second);
+      it = from_file_.erase(it);
+      ++removed;
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [entry, address] : added) {
+    from_file_[entry] = pool_.add(address.toString(), pool::BackendKind::Given, address, now());
+    spdlog::info("backend {} added", entry);
+  }
+  spdlog::info("SIGHUP: re-read {}: {} added, {} removed, {} in the file", *config_.file,
+               added.size(), removed, entries.size());
+  settle();
+}
+
+pool::BackendPool::Answer Backends::request(const proto::Cookie& test) {
+  return pool_.request(test, now());
+}
+
+void Backends::fault(const proto::Cookie& test, pool::BackendFault fault) {
+  const auto backend = pool_.leaseOf(test);
+  ++faults_[static_cast<std::size_t>(fault)];
+  const bool hung = pool_.fault(test, fault, now());
+  if (hung && backend) {
+    ++hung_reports_;
+    const std::string* name = pool_.nameOf(*backend);
+    spdlog::warn(
+        "backend {} keeps answering \"busy\" while no proxied test runs on it: it is hung, or "
+        "clients reach it directly{}",
+        name != nullptr ? *name : "?",
+        embedded_by_id_.contains(*backend) ? "; restarting it"
+                                           : "; it stays out of dispatch "
+                                             "for a backoff each time");
+    if (auto it = embedded_by_id_.find(*backend); it != embedded_by_id_.end()) {
+      it->second->restart();
+    }
+  }
+  settle();
+}
+
+void Backends::release(const proto::Cookie& test, bool backend_broke) {
+  pool_.release(test, now(), backend_broke);
+  settle();
+}
+
+void Backends::settle() {
+  const auto changes = pool_.poll(now());
+  for (const auto& [test, lease] : changes.granted) {
+    callbacks_.on_granted(test, lease);
+  }
+  for (const auto& test : changes.expired) {
+    callbacks_.on_expired(test);
+  }
+  if (const auto next = pool_.nextDeadline(now())) {
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(*next - now());
+    tick_.armMs(std::max<long>(1, static_cast<long>(wait.count()) + 1));
+  } else {
+    tick_.disarm();
+  }
+}
+
+void Backends::onChildSignal() {
+  for (const auto& server : embedded_) {
+    server->onChildSignal();
+  }
+}
+
+void Backends::stop() {
+  tick_.disarm();
+  for (const auto& server : embedded_) {
+    server->signalStop();
+  }
+  for (const auto& server : embedded_) {
+    server->stop();
+  }
+}
+
+bool Backends::canTakeTests() const {
+  return pool_.canTakeTests(now());
+}
+
+std::vector<pool::BackendView> Backends::view() const {
+  return pool_.backends(now());
+}
+
+std::string Backends::describe() const {
+  std::string text;
+  for (const auto& backend : pool_.backends(now())) {
+    text += (text.empty() ? "" : ", ") + backend.name;
+  }
+  return text.empty() ? "none" : text;
+}
+
+}  // namespace iperf3proxy::proxy

@@ -1,0 +1,102 @@
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ev/io_event.h"
+#include "pool/backend_pool.h"
+#include "proto/cookie.h"
+#include "proxy/embedded_server.h"
+
+namespace iperf3proxy::proxy {
+
+// Where the iperf3 servers behind the proxy come from.
+struct BackendsConfig {
+  std::vector<std::string> given;   // --backend HOST:PORT, any number
+  std::optional<std::string> file;  // --backends-file PATH, re-read on SIGHUP
+  int embedded = 0;                 // --servers N: iperf3 -s the proxy runs itself
+  std::string iperf3_path = "iperf3";
+  std::vector<std::string> iperf3_args;  // passed to every embedded iperf3 -s
+};
+
+// The pool of iperf3 servers, as the front sees it: the dispatch policy (pool::BackendPool),
+// the embedded servers it runs, the backends file it re-reads, and the timer that lets queued
+// tests' deadlines pass. Lives on the front's loop.
+class Backends {
+ public:
+  struct Callbacks {
+    // A queued test has a backend now.
+    std::function<void(const proto::Cookie&, const pool::Lease&)> on_granted;
+    // A queued test waited --queue-timeout in vain.
+    std::function<void(const proto::Cookie&)> on_expired;
+  };
+
+  Backends(ev::EventLoop& loop,
+           BackendsConfig config,
+           pool::PoolSettings settings,
+           Callbacks callbacks);
+  ~Backends();
+  Backends(const Backends&) = delete;
+  Backends& operator=(const Backends&) = delete;
+
+  // Resolves the given backends, reads the file, starts the embedded servers. False with
+  // `error` set if any of it fails (the proxy then does not start), and `exit_code` 2 for a
+  // mistake in the configuration, 1 for a failure to start.
+  bool start(std::string* error, int* exit_code);
+
+  // Re-reads --backends-file: added backends take tests at once; removed ones finish their
+  // running test first. A file that cannot be read or parsed changes nothing (logged).
+  void reload();
+
+  pool::BackendPool::Answer request(const proto::Cookie& test);
+  void fault(const proto::Cookie& test, pool::BackendFault fault);
+  void release(const proto::Cookie& test, bool backend_broke);
+
+  // SIGCHLD: an embedded server may have exited.
+  void onChildSignal();
+
+  // Stops the embedded servers (and waits for them).
+  void stop();
+
+  bool canTakeTests() const;
+
+  bool leased(const proto::Cookie& test) const { return pool_.leaseOf(test).has_value(); }
+
+  std::size_t queueLength() const { return pool_.queueLength(); }
+
+  std::vector<pool::BackendView> view() const;
+
+  // One line for the startup log: how many of each kind.
+  std::string describe() const;
+
+  std::uint64_t faults(pool::BackendFault fault) const {
+    return faults_[static_cast<std::size_t>(fault)];
+  }
+
+  std::uint64_t hungReports() const { return hung_reports_; }
+
+ private:
+  bool addFromFile(const std::string& text, std::string* error);
+  bool readFile(std::vector<std::string>* entries, std::string* error) const;
+  // Hands free backends to queued tests, expires waits, and re-arms the timer.
+  void settle();
+
+  ev::EventLoop& loop_;
+  BackendsConfig config_;
+  Callbacks callbacks_;
+  pool::BackendPool pool_;
+  std::vector<std::unique_ptr<EmbeddedServer>> embedded_;
+  std::map<pool::BackendId, EmbeddedServer*> embedded_by_id_;
+  std::map<std::string, pool::BackendId> from_file_;  // by the file's own text
+  std::array<std::uint64_t, 5> faults_{};
+  std::uint64_t hung_reports_ = 0;
+  ev::Timer tick_;
+};
+
+}  // namespace iperf3proxy::proxy
