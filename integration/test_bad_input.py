@@ -42,7 +42,8 @@ from fake_client import (  # noqa: E402
     ACCESS_DENIED, BASE_PARAMS, CLIENT_TIMEOUT_S, CREATE_STREAMS, EXCHANGE_RESULTS,
     IERECVPARAMS, IO_TIMEOUT_S, PARAM_EXCHANGE, PROMPT_S,
     RECEIVING_RETRANSMITS, SERVER_ERROR, TEST_END, TEST_RUNNING, TEST_START, FakeClient,
-    BackgroundClient, assert_real_test_passes, client_results, context, dial, drain, local_port,
+    BackgroundClient, assert_real_test_passes, client_results, context, dial, drain, ends_of,
+    local_port,
     new_cookie, read_until_closed, run_real_after, wait_log, wait_session_end)
 from fake_client import rng as _rng  # noqa: E402
 
@@ -214,21 +215,23 @@ def test_cookie_cut_short_by_close(proxy):
 
 
 def test_stranger_cookie_during_live_test_gets_busy(proxy):
-    """A connection with an unknown cookie is a new test to the proxy. While a test runs, the
-    backend answers it ACCESS_DENIED, as it would answer any newcomer; the running test goes on."""
+    """A connection with an unknown cookie is a new test to the proxy. While the only backend
+    runs a test, the proxy answers it ACCESS_DENIED itself, as the server would answer any
+    newcomer, without bothering the backend; the running test goes on."""
     with BackgroundClient(proxy, REAL_ARGS) as real:
         real.wait_running()
         stranger = new_cookie()
         sock = dial(proxy.port)
+        port = local_port(sock)
         sock.sendall(stranger)
         answer, how = read_until_closed(sock)
         sock.close()
         result = real.result()
     assert answer == bytes([ACCESS_DENIED]) and how in ("eof", "reset"), context(
         proxy, f"stranger got {answer!r} then {how}")
-    end = wait_session_end(proxy, stranger[:8].decode())
-    assert end.reason == "server-busy" and end.mode == "unknown", context(proxy, end.line)
-    assert end.up_bytes == 0 and end.down_bytes == 0, end.line
+    wait_log(proxy, rf"refused a new test from 127\.0\.0\.1:{port}: every backend is running "
+                    r"a test$")
+    assert not ends_of(proxy, stranger[:8].decode()), context(proxy, "a session for the stranger")
     assert_real_test_passes(proxy, result, REAL_PARALLEL)
     assert_clean_exit(proxy)
 
@@ -417,11 +420,19 @@ def test_backend_not_running(proxy_bin, tmp_path):
         assert end.reason == "backend-unreachable" and end.level == "warning", context(
             proxy, end.line)
         assert f"127.0.0.1:{dead_port}" in end.detail, end.line
+        # The only backend is out of dispatch for a backoff now: the next test is answered at
+        # once, with the same error, and without a session (or, if the backoff is over, tries it
+        # again and ends the same way).
         code, stderr = run_plain_client(proxy.port, ["-t", "1"], timeout=10.0)
         assert code not in (0, None) and "connect" in stderr, f"rc={code} stderr={stderr!r}"
-        # The proxy sends the error first and logs the session's end right after: wait for it.
-        assert harness.wait_until(
-            lambda: len(harness.session_ends(proxy.log_text())) == 2, IO_TIMEOUT_S), context(proxy)
+
+        def answered() -> bool:
+            ends = harness.session_ends(proxy.log_text())
+            return (re.search(r"refused a new test from 127\.0\.0\.1:\d+: no backend is up$",
+                              proxy.log_text(), re.MULTILINE) is not None
+                    or (len(ends) == 2 and ends[1].reason == "backend-unreachable"))
+        # The proxy sends the error first and logs right after: wait for it.
+        assert harness.wait_until(answered, IO_TIMEOUT_S), context(proxy)
         assert_clean_exit(proxy)
 
 
@@ -457,13 +468,11 @@ def test_server_busy_as_directly(proxy, backend):
     assert proxied_plain == direct_plain, context(
         proxy, f"without -J: through the proxy {proxied_plain}, directly {direct_plain}")
     assert_real_test_passes(proxy, proxied_first, 1)
-    # One line per session: the running test and the two clients turned away (which do not
-    # learn enough to print their cookies).
-    running = proxied_first.json["start"]["cookie"][:8]
+    # The proxy turned the two newcomers away itself (its only backend was taken): one
+    # session, for the running test, and one refusal line each.
     ends = harness.session_ends(proxy.log_text())
-    turned_away = [e for e in ends if e.sid != running]
-    assert len(ends) == 3 and len(turned_away) == 2, context(proxy)
-    for end in turned_away:
-        assert end.reason == "server-busy" and end.level == "info", context(proxy, end.line)
-        assert end.mode == "unknown" and end.up_bytes == end.down_bytes == 0, end.line
+    assert len(ends) == 1, context(proxy)
+    refusals = re.findall(r"refused a new test from 127\.0\.0\.1:\d+: every backend is running "
+                          r"a test$", proxy.log_text(), re.MULTILINE)
+    assert len(refusals) == 2, context(proxy)
     assert_clean_exit(proxy)

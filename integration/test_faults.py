@@ -303,7 +303,7 @@ def test_max_tests_answers_busy(proxy_bin, backend, tmp_path):
         assert second.error and BUSY in second.error, context(proxy, second.summary())
         assert second.duration < PROMPT_S, context(proxy, second.summary())
         wait_log(proxy, r"refused a new test from 127\.0\.0\.1:\d+: 1 tests are already "
-                        r"running \(--max-tests\)$")
+                        r"running or queued \(--max-tests\)$")
         # The proxy answered it itself: no session, so the backend never saw a second test.
         assert sessions_meanwhile == 1, context(proxy)
         assert_real_test_passes(proxy, result, streams=1)
@@ -519,7 +519,7 @@ def test_embedded_server_killed_mid_test(proxy_bin, tmp_path):
     try:
         result = kill_mid_test(proxy, ["--bidir", "-t", "5"], "server",
                                lambda: os.kill(first_pid, signal.SIGKILL))
-        wait_log(proxy, r"embedded iperf3 server exited \(signal 9\); restarting in \d+ ms$")
+        wait_log(proxy, r"embedded-1 iperf3 server exited \(signal 9\); restarting in \d+ ms$")
         assert_killed_test_logged(proxy, result)
         second_pid, _ = wait_embedded(proxy, 2)
         pids.append(second_pid)

@@ -445,7 +445,9 @@ def test_one_line_per_test_bytes_agree(proxy_bin, backend, tmp_path):
 # (c) the embedded server
 # --------------------------------------------------------------------------------------------
 
-_EMBEDDED_RE = re.compile(r"embedded iperf3 server \(pid (\d+)\) on 127\.0\.0\.1:(\d+)")
+# "embedded-1": the proxy's only embedded server (--servers 1, the default) is the first.
+_EMBEDDED_RE = re.compile(
+    r"embedded-1 iperf3 server \(pid (\d+)\) on 127\.0\.0\.1:(\d+)")
 
 
 def embedded_servers(proxy: harness.Proxy) -> list[tuple[int, int]]:
@@ -484,7 +486,7 @@ def test_embedded_server_restarts_and_stops(proxy_bin, tmp_path):
         second_pid, _ = wait_embedded(proxy, 2)
         started_pids.append(second_pid)
         assert second_pid != first_pid
-        assert re.search(r"embedded iperf3 server exited \(signal 9\); restarting in \d+ ms",
+        assert re.search(r"embedded-1 iperf3 server exited \(signal 9\); restarting in \d+ ms",
                          proxy.log_text()), proxy.log_tail()
         assert process_state(first_pid) in (None, "Z") and first_pid not in children_of(
             proxy.pid), "the killed server was not reaped"

@@ -40,6 +40,7 @@ pool::PoolSettings poolSettings(const proxy::ProxySettings& settings) {
   pool.queue_timeout = pool::Milliseconds(settings.timeouts.queue_ms);
   pool.queue_length = static_cast<std::size_t>(settings.limits.queue_length);
   pool.relisten_grace = pool::Milliseconds(settings.timeouts.relisten_grace_ms);
+  pool.finishing_wait = pool::Milliseconds(settings.timeouts.end_linger_ms);
   return pool;
 }
 

@@ -128,19 +128,48 @@ BackendPool::Answer BackendPool::request(const TestKey& test, TimePoint now) {
     }
   }
   if (settings_.queue_timeout.count() > 0 && queue_.size() < settings_.queue_length) {
-    queue_.push_back(Waiter{test, now + settings_.queue_timeout});
+    queue_.push_back(Waiter{test, now + settings_.queue_timeout, false});
+    return Queued{};
+  }
+  if (mayWaitForFinishing()) {
+    queue_.push_back(Waiter{test, now + settings_.finishing_wait, true});
     return Queued{};
   }
   const bool any_up = std::any_of(backends_.begin(), backends_.end(), [&](const Backend& b) {
     return b.address && !b.retired && now >= b.backoff_until;
   });
   if (!any_up) {
-    return Refused{"no backend is up"};
+    return Refused{true, "no backend is up"};
   }
   if (settings_.queue_timeout.count() > 0) {
-    return Refused{"every backend is running a test and the queue is full"};
+    return Refused{false, "every backend is running a test and the queue is full"};
   }
-  return Refused{"every backend is running a test"};
+  return Refused{false, "every backend is running a test"};
+}
+
+bool BackendPool::mayWaitForFinishing() const {
+  // One waiter per finishing backend: beyond that, a newcomer would wait for nothing.
+  const auto finishing = std::count_if(backends_.begin(), backends_.end(), [](const Backend& b) {
+    return b.test && b.finishing && !b.retired;
+  });
+  const auto waiting = std::count_if(queue_.begin(), queue_.end(),
+                                     [](const Waiter& w) { return w.behind_finishing; });
+  return waiting < finishing;
+}
+
+void BackendPool::finishing(const TestKey& test) {
+  auto it = leases_.find(test);
+  if (it != leases_.end()) {
+    if (Backend* backend = find(it->second)) {
+      backend->finishing = true;
+    }
+  }
+}
+
+void BackendPool::freeBackend(Backend& backend, TimePoint now) {
+  backend.test.reset();
+  backend.finishing = false;
+  backend.idle_since = now;
 }
 
 void BackendPool::penalise(Backend& backend, TimePoint now) {
@@ -159,8 +188,7 @@ bool BackendPool::fault(const TestKey& test, BackendFault fault, TimePoint now) 
   if (backend == nullptr) {
     return false;
   }
-  backend->test.reset();
-  backend->idle_since = now;
+  freeBackend(*backend, now);
   penalise(*backend, now);
   bool hung = false;
   if (fault == BackendFault::Busy) {
@@ -183,8 +211,7 @@ void BackendPool::release(const TestKey& test, TimePoint now, bool backend_broke
   if (backend == nullptr) {
     return;
   }
-  backend->test.reset();
-  backend->idle_since = now;
+  freeBackend(*backend, now);
   if (backend_broke) {
     penalise(*backend, now);
   } else {

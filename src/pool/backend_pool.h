@@ -53,6 +53,10 @@ struct PoolSettings {
   // "Busy" answers in a row, with no proxied test on the backend, that make it reported as hung
   // (and an embedded one restarted).
   int busy_streak_hung = 3;
+  // A test that finds every backend taken but one of them finishing its test (past IPERF_DONE)
+  // waits for it up to this long, queue or no queue: a client that starts its next test the
+  // moment its last one ended must not be told "busy" by its own previous test.
+  Milliseconds finishing_wait{15000};
 };
 
 // The right to run one test on one backend, until the test gives it back.
@@ -110,6 +114,9 @@ class BackendPool {
   struct Queued {};
 
   struct Refused {
+    // No backend is up at all (the client is told the server cannot be reached), or every one
+    // is running a test (the client is told "busy").
+    bool none_up = false;
     std::string why;  // for the log line
   };
 
@@ -118,6 +125,9 @@ class BackendPool {
   // A new test (or one whose backend failed it) asks for a backend. Queued: it waits until
   // poll() grants it one or lets its deadline pass.
   Answer request(const TestKey& test, TimePoint now);
+
+  // The test is past IPERF_DONE: its backend will be free in a moment.
+  void finishing(const TestKey& test);
 
   // The test's backend could not take it; the test holds no lease any more (it may request
   // again). Returns true when this fault makes the backend look hung: "busy" answers
@@ -164,6 +174,7 @@ class BackendPool {
     std::optional<net::Address> address;
     std::optional<TestKey> test;
     bool retired = false;
+    bool finishing = false;  // its test is past IPERF_DONE
     TimePoint idle_since{};  // LRU order, and the re-listen window after a test
     TimePoint started{};     // when the address was (re)set: the re-listen window after a start
     TimePoint backoff_until{};
@@ -176,6 +187,7 @@ class BackendPool {
   struct Waiter {
     TestKey test;
     TimePoint deadline;
+    bool behind_finishing;  // waits for a finishing test, not in the --queue-timeout queue
   };
 
   bool eligible(const Backend& backend, TimePoint now) const;
@@ -185,6 +197,8 @@ class BackendPool {
   const Backend* find(BackendId id) const;
   void penalise(Backend& backend, TimePoint now);
   void forgetRetired();
+  void freeBackend(Backend& backend, TimePoint now);
+  bool mayWaitForFinishing() const;
   BackendState stateOf(const Backend& backend, TimePoint now) const;
 
   PoolSettings settings_;

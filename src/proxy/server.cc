@@ -10,6 +10,7 @@
 
 #include "net/socket_ops.h"
 #include "proto/udp_handshake.h"
+#include "proto/wire.h"
 
 namespace iperf3proxy::proxy {
 namespace {
@@ -27,7 +28,7 @@ constexpr long kStatsIntervalMs = 60'000;
 constexpr std::uint8_t kAccessDeniedByte = 0xff;
 
 std::string_view udpDropName(int why) {
-  return why == 0 ? "no UDP test from that address is setting up streams"
+  return why == 0 ? "no UDP test from that address is creating streams"
                   : "not an iperf3 UDP connect message";
 }
 
@@ -49,6 +50,9 @@ Server::Server(ev::EventLoop& loop,
                                     [this](const proto::Cookie& test) {
                                       onQueueExpired(test);
                                     }}),
+      refused_log_(loop, "refused connections"),
+      busy_log_(loop, "refused tests"),
+      udp_drop_log_(loop, "dropped datagrams"),
       recent_(std::chrono::milliseconds(settings.timeouts.recent_cookie_ms),
               static_cast<std::size_t>(settings.limits.recent_cookies)),
       resume_accepting_(loop,
@@ -193,12 +197,9 @@ void Server::evictOldestPending() {
   // cookie yet, the one that has waited longest makes room.
   PendingConn* oldest = pending_order_.front();
   ++stats_.evicted_pending;
-  if (refused_log_.admit(LogThrottle::Clock::now())) {
-    spdlog::warn(
-        "refused connection from {}: more than {} connections without a cookie; dropped the "
-        "oldest ({} more refused connections not logged)",
-        oldest->peer().toString(), settings_.limits.max_pending, refused_log_.suppressed());
-  }
+  refused_log_.log(fmt::format(
+      "refused connection from {}: more than {} connections without a cookie; dropped the oldest",
+      oldest->peer().toString(), settings_.limits.max_pending));
   retire(*oldest);
 }
 
@@ -215,10 +216,7 @@ void Server::onRejected(PendingConn& pending, PendingConn::Rejection kind, const
       ++stats_.refused_closed;
       break;
   }
-  if (refused_log_.admit(LogThrottle::Clock::now())) {
-    spdlog::warn("refused connection from {}: {} ({} more refused connections not logged)",
-                 pending.peer().toString(), why, refused_log_.suppressed());
-  }
+  refused_log_.log(fmt::format("refused connection from {}: {}", pending.peer().toString(), why));
   retire(pending);
 }
 
@@ -251,7 +249,7 @@ void Server::startTest(const proto::Cookie& cookie, net::UniqueFd fd, const net:
   }
   auto answer = backends_.request(cookie);
   if (auto* refused = std::get_if<pool::BackendPool::Refused>(&answer)) {
-    refuseTest(std::move(fd), peer, refused->why);
+    refuseTest(std::move(fd), peer, refused->why, refused->none_up);
     return;
   }
   std::optional<pool::Lease> lease;
@@ -282,24 +280,28 @@ Worker& Server::pickWorker() {
   return *workers_[best];
 }
 
-void Server::refuseTest(net::UniqueFd fd, const net::Address& peer, const std::string& why) {
-  // ACCESS_DENIED: every iperf3 client prints "the server is busy running a test".
+void Server::refuseTest(net::UniqueFd fd,
+                        const net::Address& peer,
+                        const std::string& why,
+                        bool unreachable) {
   ++stats_.refused_tests;
-  (void)::send(fd.get(), &kAccessDeniedByte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-  if (busy_log_.admit(LogThrottle::Clock::now())) {
-    spdlog::warn("refused a new test from {}: {} ({} more refused tests not logged)",
-                 peer.toString(), why, busy_log_.suppressed());
+  if (unreachable) {
+    // No server to run it on at all: the client prints "unable to connect to server".
+    const auto message = proto::encodeServerError(proto::ierrno::kConnect, ECONNREFUSED);
+    (void)::send(fd.get(), message.data(), message.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  } else {
+    // ACCESS_DENIED: every iperf3 client prints "the server is busy running a test".
+    (void)::send(fd.get(), &kAccessDeniedByte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
   }
+  busy_log_.log(fmt::format("refused a new test from {}: {}", peer.toString(), why));
 }
 
 void Server::refuseStaleStream(net::UniqueFd fd, const net::Address& peer) {
   // The test this connection belongs to has ended: it must not start a test of its own.
   ++stats_.stale_streams;
   (void)::send(fd.get(), &kAccessDeniedByte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-  if (stale_log_.admit(LogThrottle::Clock::now())) {
-    spdlog::warn("refused connection from {}: its test has already ended ({} more not logged)",
-                 peer.toString(), stale_log_.suppressed());
-  }
+  refused_log_.log(
+      fmt::format("refused connection from {}: its test has already ended", peer.toString()));
 }
 
 // ---- UDP --------------------------------------------------------------------------------------
@@ -346,13 +348,10 @@ void Server::onUdpReadable(Listener& listener) {
 
 void Server::dropDatagram(UdpDrop why, const net::Address& source) {
   (why == UdpDrop::NoTest ? stats_.udp_no_test : stats_.udp_not_connect)++;
-  if (udp_drop_log_.admit(LogThrottle::Clock::now())) {
-    spdlog::warn(
-        "dropped UDP datagram from {}: {} (dropped so far: {} no test, {} not a connect "
-        "message; {} not logged)",
-        source.toString(), udpDropName(why == UdpDrop::NoTest ? 0 : 1), stats_.udp_no_test,
-        stats_.udp_not_connect, udp_drop_log_.suppressed());
-  }
+  udp_drop_log_.log(fmt::format(
+      "dropped UDP datagram from {}: {} (dropped so far: {} no test, {} not a connect message)",
+      source.toString(), udpDropName(why == UdpDrop::NoTest ? 0 : 1), stats_.udp_no_test,
+      stats_.udp_not_connect));
 }
 
 void Server::onUdpSetupRequested(const proto::Cookie& test, const std::string& client_host) {
@@ -419,7 +418,9 @@ void Server::onBackendFault(const proto::Cookie& test, pool::BackendFault fault)
     worker->loop().post(
         [worker, test, lease = std::move(*lease)] { worker->backendGranted(test, lease); });
   } else if (auto* refused = std::get_if<pool::BackendPool::Refused>(&answer)) {
-    sendNoBackend(test, CloseReason::NoBackendFree, refused->why);
+    sendNoBackend(test,
+                  refused->none_up ? CloseReason::BackendUnreachable : CloseReason::NoBackendFree,
+                  refused->why);
   }
   // Queued: the pool grants it a backend, or lets its deadline pass, later.
 }

@@ -17,11 +17,11 @@
 #include "pool/udp_setup_turns.h"
 #include "proto/cookie.h"
 #include "proxy/backends.h"
-#include "proxy/log_throttle.h"
 #include "proxy/pending_conn.h"
 #include "proxy/recent_cookies.h"
 #include "proxy/settings.h"
 #include "proxy/stats.h"
+#include "proxy/throttled_log.h"
 #include "proxy/worker.h"
 
 namespace iperf3proxy::proxy {
@@ -99,7 +99,12 @@ class Server : private Front {
   void onCookie(PendingConn& pending, proto::Cookie cookie, net::UniqueFd fd);
   void onRejected(PendingConn& pending, PendingConn::Rejection kind, const std::string& why);
   void startTest(const proto::Cookie& cookie, net::UniqueFd fd, const net::Address& peer);
-  void refuseTest(net::UniqueFd fd, const net::Address& peer, const std::string& why);
+  // Answers a new test that cannot run: "busy", or, when no backend is up at all (`unreachable`),
+  // the server error a client gets when it cannot connect.
+  void refuseTest(net::UniqueFd fd,
+                  const net::Address& peer,
+                  const std::string& why,
+                  bool unreachable = false);
   void refuseStaleStream(net::UniqueFd fd, const net::Address& peer);
   Worker& pickWorker();
   void logStatsIfChanged();
@@ -116,6 +121,7 @@ class Server : private Front {
   void onBackendFault(const proto::Cookie& test, pool::BackendFault fault) override;
   void onUdpSetupRequested(const proto::Cookie& test, const std::string& client_host) override;
   void onUdpSetupDone(const proto::Cookie& test) override;
+  void onTestFinishing(const proto::Cookie& test) override { backends_.finishing(test); }
   void onSessionEnded(const proto::Cookie& test,
                       const TestSummary& summary,
                       bool backend_broke) override;
@@ -128,10 +134,9 @@ class Server : private Front {
   net::DatagramBatch udp_batch_;
   ProxyStats stats_;
   std::string last_stats_logged_;
-  LogThrottle refused_log_;
-  LogThrottle busy_log_;
-  LogThrottle stale_log_;
-  LogThrottle udp_drop_log_;
+  ThrottledLog refused_log_;
+  ThrottledLog busy_log_;
+  ThrottledLog udp_drop_log_;
   std::unordered_map<PendingConn*, std::unique_ptr<PendingConn>> pending_;
   std::deque<PendingConn*> pending_order_;  // oldest first, for eviction
   std::unordered_map<proto::Cookie, Test, proto::CookieHash> tests_;

@@ -67,10 +67,11 @@ std::string Session::prefix() const {
 
 void Session::start(std::optional<pool::Lease> lease) {
   if (lease) {
+    spdlog::debug("{} new test from {}", prefix(), client_address_.toString());
     connectBackend(std::move(*lease));
     return;
   }
-  spdlog::debug("{} new test from {} waits for a free backend", prefix(),
+  spdlog::debug("{} new test from {}, waiting for a free backend", prefix(),
                 client_address_.toString());
   watchClientWhileWaiting();
 }
@@ -120,15 +121,20 @@ void Session::onNoBackend(CloseReason reason, const std::string& detail) {
   if (closed_) {
     return;
   }
-  // What an iperf3 server says to a client it cannot take: every client prints "the server is
-  // busy running a test. try again later".
-  sendToClientNow(std::span(&kAccessDeniedByte, 1));
-  close(reason, detail);
+  if (reason == CloseReason::BackendUnreachable) {
+    // No server is up at all: the client prints "unable to connect to server", as it would if
+    // it had tried the server itself.
+    sendToClientNow(proto::encodeServerError(proto::ierrno::kConnect, ECONNREFUSED));
+  } else {
+    // What an iperf3 server says to a client it cannot take: every client prints "the server
+    // is busy running a test. try again later".
+    sendToClientNow(std::span(&kAccessDeniedByte, 1));
+  }
+  close(reason, last_fault_.empty() ? detail : detail + "; last: " + last_fault_);
 }
 
 void Session::connectBackend(pool::Lease lease) {
-  spdlog::debug("{} test from {} goes to backend {}", prefix(), client_address_.toString(),
-                lease.name);
+  spdlog::debug("{} connecting to backend {}", prefix(), lease.name);
   lease_ = lease;
   link_ = std::make_unique<BackendLink>(
       loop_, std::move(lease), cookie_, settings_.timeouts.backend_connect_ms,
@@ -146,9 +152,10 @@ void Session::onBackendFault(pool::BackendFault fault, const std::string& detail
     return;
   }
   ++backend_faults_;
+  last_fault_ = fmt::format("{} {} ({})", lease_ ? lease_->name : "?",
+                            pool::backendFaultName(fault), detail);
   // The client has seen nothing of this backend yet: another one can take the test unseen.
-  spdlog::info("{} backend {} {} ({}); asking for another", prefix(), lease_ ? lease_->name : "?",
-               pool::backendFaultName(fault), detail);
+  spdlog::info("{} backend {}; asking for another", prefix(), last_fault_);
   loop_.deferredDestroy(std::move(link_));
   lease_.reset();
   watchClientWhileWaiting();
@@ -252,6 +259,7 @@ void Session::onState(const proto::StateReceived& received) {
   }
   if (received.state == State::IperfDone) {
     done_ = true;
+    host_.testFinishing(cookie_);
     creating_streams_ = false;
     endUdpSetup();
     stream_setup_deadline_.disarm();
@@ -537,9 +545,10 @@ void Session::close(CloseReason reason, const std::string& detail) {
   spdlog::log(isRoutineEnd(reason_) ? spdlog::level::info : spdlog::level::warn, "{}",
               formatTestEnded(record));
   endUdpSetup();
-  const bool backend_broke = reason_ == CloseReason::ServerReset ||
-                             reason_ == CloseReason::StreamDialFailed ||
-                             reason_ == CloseReason::IdleTimeout;
+  // Held against the backend (a backoff before its next test): its side broke. A client that
+  // vanished (an idle timeout, a reset from the client) says nothing about the server.
+  const bool backend_broke =
+      reason_ == CloseReason::ServerReset || reason_ == CloseReason::StreamDialFailed;
   // Sockets close when the host destroys this session, after the current callback returns.
   host_.sessionEnded(cookie_, record, backend_broke);
 }

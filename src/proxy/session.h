@@ -35,6 +35,8 @@ class SessionHost {
   virtual void backendFault(const proto::Cookie& test, pool::BackendFault fault) = 0;
   // The server sent CREATE_STREAMS of a UDP test: may the client set up its streams now?
   virtual void requestUdpSetup(const proto::Cookie& test, const std::string& client_host) = 0;
+  // The test is past IPERF_DONE: its backend is about to be free.
+  virtual void testFinishing(const proto::Cookie& test) = 0;
   // Done setting up UDP streams (or gave up): the next test from that address may go.
   virtual void udpSetupDone(const proto::Cookie& test) = 0;
   // The session has ended; everything it held (its lease, its turn) goes back. The host removes
@@ -137,6 +139,7 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   // Test facts, for routing and for the summary line.
   std::optional<pool::Lease> lease_;
   int backend_faults_ = 0;
+  std::string last_fault_;  // the last backend that could not take the test, and why
   std::optional<proto::TestParams> params_;
   bool creating_streams_ = false;
   bool udp_turn_requested_ = false;

@@ -93,6 +93,10 @@ void Worker::udpSetupDone(const proto::Cookie& test) {
   front_loop_.post([front = &front_, test] { front->onUdpSetupDone(test); });
 }
 
+void Worker::testFinishing(const proto::Cookie& test) {
+  front_loop_.post([front = &front_, test] { front->onTestFinishing(test); });
+}
+
 void Worker::sessionEnded(const proto::Cookie& test,
                           const TestSummary& summary,
                           bool backend_broke) {

@@ -28,6 +28,7 @@ class Front {
   virtual void onBackendFault(const proto::Cookie& test, pool::BackendFault fault) = 0;
   virtual void onUdpSetupRequested(const proto::Cookie& test, const std::string& client_host) = 0;
   virtual void onUdpSetupDone(const proto::Cookie& test) = 0;
+  virtual void onTestFinishing(const proto::Cookie& test) = 0;
   virtual void onSessionEnded(const proto::Cookie& test,
                               const TestSummary& summary,
                               bool backend_broke) = 0;
@@ -78,6 +79,7 @@ class Worker : private SessionHost {
   void backendFault(const proto::Cookie& test, pool::BackendFault fault) override;
   void requestUdpSetup(const proto::Cookie& test, const std::string& client_host) override;
   void udpSetupDone(const proto::Cookie& test) override;
+  void testFinishing(const proto::Cookie& test) override;
   void sessionEnded(const proto::Cookie& test,
                     const TestSummary& summary,
                     bool backend_broke) override;
