@@ -57,6 +57,7 @@ class Backends {
   pool::BackendPool::Answer request(const proto::Cookie& test);
   void fault(const proto::Cookie& test, pool::BackendFault fault);
   void release(const proto::Cookie& test, bool backend_broke);
+
   void finishing(const proto::Cookie& test) { pool_.finishing(test); }
 
   // SIGCHLD: an embedded server may have exited.

@@ -121,7 +121,9 @@ class Server : private Front {
   void onBackendFault(const proto::Cookie& test, pool::BackendFault fault) override;
   void onUdpSetupRequested(const proto::Cookie& test, const std::string& client_host) override;
   void onUdpSetupDone(const proto::Cookie& test) override;
+
   void onTestFinishing(const proto::Cookie& test) override { backends_.finishing(test); }
+
   void onSessionEnded(const proto::Cookie& test,
                       const TestSummary& summary,
                       bool backend_broke) override;

@@ -152,8 +152,8 @@ void Session::onBackendFault(pool::BackendFault fault, const std::string& detail
     return;
   }
   ++backend_faults_;
-  last_fault_ = fmt::format("{} {} ({})", lease_ ? lease_->name : "?",
-                            pool::backendFaultName(fault), detail);
+  last_fault_ =
+      fmt::format("{} {} ({})", lease_ ? lease_->name : "?", pool::backendFaultName(fault), detail);
   // The client has seen nothing of this backend yet: another one can take the test unseen.
   spdlog::info("{} backend {}; asking for another", prefix(), last_fault_);
   loop_.deferredDestroy(std::move(link_));

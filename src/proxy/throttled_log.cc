@@ -4,7 +4,9 @@
 
 namespace iperf3proxy::proxy {
 
-ThrottledLog::ThrottledLog(ev::EventLoop& loop, std::string what, std::chrono::milliseconds interval)
+ThrottledLog::ThrottledLog(ev::EventLoop& loop,
+                           std::string what,
+                           std::chrono::milliseconds interval)
     : what_(std::move(what)), interval_(interval), flush_(loop, [this] { flush(); }) {}
 
 void ThrottledLog::log(const std::string& line) {
@@ -25,8 +27,8 @@ void ThrottledLog::log(const std::string& line) {
 
 void ThrottledLog::flush() {
   if (unwarned_ > 0) {
-    spdlog::warn("... and {} more {} within {} ms (each one is in the debug log)", unwarned_,
-                 what_, interval_.count());
+    spdlog::warn("... and {} more {} within {} ms (each one is in the debug log)", unwarned_, what_,
+                 interval_.count());
     unwarned_ = 0;
     last_warning_ = std::chrono::steady_clock::now();
   }

@@ -16,9 +16,9 @@ TEST(BackendsFile, OneBackendPerLineWithCommentsAndBlankLines) {
       "[2001:db8::7]:5201\n"
       "10.0.0.1:5201\n");
   ASSERT_TRUE(std::holds_alternative<std::vector<std::string>>(parsed));
-  EXPECT_EQ(std::get<std::vector<std::string>>(parsed),
-            (std::vector<std::string>{"10.0.0.1:5201", "iperf-b.example:5202",
-                                      "[2001:db8::7]:5201"}));
+  EXPECT_EQ(
+      std::get<std::vector<std::string>>(parsed),
+      (std::vector<std::string>{"10.0.0.1:5201", "iperf-b.example:5202", "[2001:db8::7]:5201"}));
 }
 
 TEST(BackendsFile, AnEmptyFileIsAnEmptyPool) {
