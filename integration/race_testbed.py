@@ -201,17 +201,23 @@ class NetNamespace:
 # --------------------------------------------------------------------------------------------
 
 
-def _ruleset(port: int, late: Iterable[int], extra_drops: int) -> str:
+def _ruleset(port: int, late: Iterable[int], extra_drops: int,
+             late_sports: Iterable[int] = ()) -> str:
+    """The rule set; connections are chosen by index (`late`) or by source port
+    (`late_sports`, for several tests at once, whose indexes interleave)."""
     late = sorted(set(late))
+    late_sports = sorted(set(late_sports))
     # Only the first SYN of a connection is counted (`ct original packets 1`), so a SYN
     # retransmission cannot shift the numbering. numgen is evaluated only when the matches
     # before it hold, i.e. once per new connection to `port`; its modulus is just "large".
     new_conn = f"tcp dport {port} tcp flags & (syn|ack|fin|rst) == syn ct original packets 1"
     first_syn = f"{new_conn} counter name \"syn_seen\""
-    if late:
-        chosen = (f"{first_syn} numgen inc mod 1000000 {{ {', '.join(map(str, late))} }} "
-                  f"counter name \"syn_chosen\" ct mark set {LATE_MARK:#x} "
-                  f"add @late_sports {{ tcp sport }}")
+    mark = (f"counter name \"syn_chosen\" ct mark set {LATE_MARK:#x} "
+            f"add @late_sports {{ tcp sport }}")
+    if late_sports:
+        chosen = f"{first_syn} tcp sport {{ {', '.join(map(str, late_sports))} }} {mark}"
+    elif late:
+        chosen = f"{first_syn} numgen inc mod 1000000 {{ {', '.join(map(str, late))} }} {mark}"
     else:
         chosen = first_syn  # control runs: same counting, nothing chosen
     marked = f"tcp dport {port} ct direction original ct mark {LATE_MARK:#x}"
@@ -335,6 +341,15 @@ class LateHandshakeRule:
             if others != (1 if 0 in self.late else 0):
                 problems.append(f"{others} chosen connections are not data connections")
         return problems
+
+    @classmethod
+    def by_source_port(cls, netns: str, port: int, sports: Iterable[int]) -> "LateHandshakeRule":
+        """The same delay for the connections from these client source ports (e.g. chosen with
+        iperf3 --cport), whatever their place among all connections to `port`."""
+        rule = cls(netns, port, ())
+        rule.late_sports = frozenset(sports)
+        rule.ruleset = _ruleset(port, (), 0, rule.late_sports)
+        return rule
 
     def assert_hit_exactly(self, client_json: Optional[dict] = None,
                            family: Optional[int] = None,

@@ -457,8 +457,11 @@ def _fill(args, ctx: RowContext) -> list[str]:
     return [a.format(cport=ctx.cport, **ctx.files) for a in args]
 
 
-def _client(row: Row, port: int, ctx: RowContext) -> "Run":
+def _client(row: Row, port: int, ctx: RowContext,
+            before_attempt: Optional[Callable[[], None]] = None) -> "Run":
     for _ in range(3):
+        if before_attempt:
+            before_attempt()
         ctx.cport = harness.free_port()
         result = harness.run_client(port, _fill(row.args, ctx), timeout=CLIENT_TIMEOUT_S,
                                     host=row.host, env=dict(row.env) or None,
@@ -480,8 +483,11 @@ def _backend(row: Row, server: harness.IperfServer) -> str:
 
 
 def _proxied(proxy: harness.Proxy, row: Row, ctx: RowContext) -> Run:
-    before = len(proxy.log_text())
-    run = _client(row, proxy.port, ctx)
+    # The log from the last attempt on: a --cport row retries with another port when the one it
+    # was given is taken, and the attempt that failed is a test of its own to the proxy.
+    attempts: list[int] = []
+    run = _client(row, proxy.port, ctx, lambda: attempts.append(len(proxy.log_text())))
+    before = attempts[-1]
     # The summary line follows the client's exit closely; give it a moment for the excerpt.
     harness.wait_until(lambda: "test ended" in proxy.log_text()[before:], 2)
     run.proxy_log = proxy.log_text()[before:]

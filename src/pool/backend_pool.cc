@@ -83,6 +83,7 @@ void BackendPool::setAddress(BackendId id, std::optional<net::Address> address, 
       backend->backoff_until = TimePoint{};
       backend->backoff = settings_.backoff_min;
       backend->busy_streak = 0;
+      backend->last_fault_busy = false;
     }
   }
 }
@@ -135,9 +136,8 @@ BackendPool::Answer BackendPool::request(const TestKey& test, TimePoint now) {
     queue_.push_back(Waiter{test, now + settings_.finishing_wait, true});
     return Queued{};
   }
-  const bool any_up = std::any_of(backends_.begin(), backends_.end(), [&](const Backend& b) {
-    return b.address && !b.retired && now >= b.backoff_until;
-  });
+  const bool any_up =
+      std::any_of(backends_.begin(), backends_.end(), [&](const Backend& b) { return up(b, now); });
   if (!any_up) {
     return Refused{true, "no backend is up"};
   }
@@ -145,6 +145,11 @@ BackendPool::Answer BackendPool::request(const TestKey& test, TimePoint now) {
     return Refused{false, "every backend is running a test and the queue is full"};
   }
   return Refused{false, "every backend is running a test"};
+}
+
+bool BackendPool::up(const Backend& backend, TimePoint now) const {
+  return backend.address && !backend.retired &&
+         (now >= backend.backoff_until || backend.last_fault_busy);
 }
 
 bool BackendPool::mayWaitForFinishing() const {
@@ -191,6 +196,7 @@ bool BackendPool::fault(const TestKey& test, BackendFault fault, TimePoint now) 
   freeBackend(*backend, now);
   penalise(*backend, now);
   bool hung = false;
+  backend->last_fault_busy = fault == BackendFault::Busy;
   if (fault == BackendFault::Busy) {
     hung = ++backend->busy_streak == settings_.busy_streak_hung;
   } else {
@@ -212,6 +218,7 @@ void BackendPool::release(const TestKey& test, TimePoint now, bool backend_broke
     return;
   }
   freeBackend(*backend, now);
+  backend->last_fault_busy = false;
   if (backend_broke) {
     penalise(*backend, now);
   } else {

@@ -180,6 +180,7 @@ class BackendPool {
     TimePoint backoff_until{};
     Milliseconds backoff{};
     int busy_streak = 0;
+    bool last_fault_busy = false;  // in backoff for answering "busy": up, but taken
     std::uint64_t tests = 0;
     std::uint64_t faults = 0;
   };
@@ -200,6 +201,8 @@ class BackendPool {
   void freeBackend(Backend& backend, TimePoint now);
   bool mayWaitForFinishing() const;
   BackendState stateOf(const Backend& backend, TimePoint now) const;
+  // Running, or able to: has an address, is not retired, and is not in backoff for being down.
+  bool up(const Backend& backend, TimePoint now) const;
 
   PoolSettings settings_;
   BackendId next_id_ = 1;

@@ -153,7 +153,13 @@ void Backends::reload() {
 }
 
 pool::BackendPool::Answer Backends::request(const proto::Cookie& test) {
-  return pool_.request(test, now());
+  auto answer = pool_.request(test, now());
+  if (std::holds_alternative<pool::BackendPool::Queued>(answer)) {
+    // The wait has a deadline: make sure the timer covers it. (No poll here: the caller has not
+    // registered the test yet, and a grant for it now would find nobody to take it.)
+    armTimer();
+  }
+  return answer;
 }
 
 void Backends::fault(const proto::Cookie& test, pool::BackendFault fault) {
@@ -190,6 +196,10 @@ void Backends::settle() {
   for (const auto& test : changes.expired) {
     callbacks_.on_expired(test);
   }
+  armTimer();
+}
+
+void Backends::armTimer() {
   if (const auto next = pool_.nextDeadline(now())) {
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(*next - now());
     tick_.armMs(std::max<long>(1, static_cast<long>(wait.count()) + 1));

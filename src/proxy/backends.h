@@ -88,6 +88,7 @@ class Backends {
   bool readFile(std::vector<std::string>* entries, std::string* error) const;
   // Hands free backends to queued tests, expires waits, and re-arms the timer.
   void settle();
+  void armTimer();
 
   ev::EventLoop& loop_;
   BackendsConfig config_;

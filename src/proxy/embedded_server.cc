@@ -121,7 +121,9 @@ bool EmbeddedServer::spawn(std::string* error) {
   posix_spawnattr_setsigmask(&attributes, &no_signals);
 
   const std::string port_text = std::to_string(port_);
-  std::vector<std::string> args = {iperf3_path_, "-s", "-B", "127.0.0.1", "-p", port_text};
+  // --forceflush: its output goes to the proxy's log as it happens, not a block at a time.
+  std::vector<std::string> args = {iperf3_path_, "-s",      "-B",          "127.0.0.1",
+                                   "-p",         port_text, "--forceflush"};
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   std::vector<char*> argv;
   for (auto& arg : args) {

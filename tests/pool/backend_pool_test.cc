@@ -174,12 +174,24 @@ TEST_F(BackendPoolTest, ABackendThatKeepsAnsweringBusyIsReportedHungOnce) {
   EXPECT_FALSE(pool_.fault(cookie(3), BackendFault::Busy, now_));
 }
 
+TEST_F(BackendPoolTest, ABackendThatAnsweredBusyIsTakenNotDown) {
+  // Out of dispatch for its backoff, but up: the next client hears "busy", as it would from
+  // the server itself, not "unable to connect".
+  add(1);
+  ASSERT_TRUE(leased(cookie(1)));
+  pool_.fault(cookie(1), BackendFault::Busy, now_);
+  auto answer = pool_.request(cookie(1), now_);
+  ASSERT_TRUE(std::holds_alternative<BackendPool::Refused>(answer));
+  EXPECT_FALSE(std::get<BackendPool::Refused>(answer).none_up);
+}
+
 TEST_F(BackendPoolTest, AnEmbeddedServerThatIsDownTakesNoTest) {
   const BackendId e = pool_.add("embedded-1", BackendKind::Embedded, std::nullopt, now_);
   EXPECT_FALSE(pool_.canTakeTests(now_));
   auto answer = pool_.request(cookie(1), now_);
   ASSERT_TRUE(std::holds_alternative<BackendPool::Refused>(answer));
   EXPECT_EQ(std::get<BackendPool::Refused>(answer).why, "no backend is up");
+  EXPECT_TRUE(std::get<BackendPool::Refused>(answer).none_up);
   pool_.setAddress(e, address(7), now_);
   EXPECT_TRUE(pool_.canTakeTests(now_));
   EXPECT_EQ(leased(cookie(1)), e);
