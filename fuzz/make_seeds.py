@@ -168,6 +168,16 @@ def params_from_test_file():
         texts.append('{"parallel":%s}' % value)
     for value in ("true", "false", "0", "1", "null", '"v1"', "{}"):
         texts.append('{"tcp":true,"role_byte":%s}' % value)
+    # Numbers as iperf3 reads them (TimeAndOmitAreReadAsTheServerReadsThem, ...).
+    for value in ("2147483648", "-2147483649", "4294967297", "-4294967295", "1e10",
+                  "9007199254740993", "9007199254740995", "9223372036854775807", "1e400",
+                  "-1e400", "1e-400", "-1.9", "4294967296.7", "0.99999999999999999", "-0"):
+        texts.append('{"time":%s,"omit":%s}' % (value, value))
+        texts.append('{"parallel":%s}' % value)
+    for key in ("time", "omit"):
+        for value in ('"5"', "true", "false", "null", "[4]", "{}"):
+            texts.append('{"%s":%s}' % (key, value))
+    texts.append('{"time":3,"x":0.' + "0" * 61 + "1}")
     # 20000 levels in the test; 2000 keep the seed small and still deep.
     texts.append('{"parallel":2,"x":' + "[" * 2000 + "]" * 2000 + "}")
     texts.append("")
