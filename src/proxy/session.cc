@@ -58,7 +58,11 @@ Session::Session(ev::EventLoop& loop,
                   fmt::format("still running {} s after --max-duration", kDurationGraceMs / 1000));
           }),
       drain_deadline_(loop, [this] {
+        // The drain ends here for every stream too: their ticks stop, TEST_END goes on.
         uploads_draining_ = 0;
+        for (const auto& relay : relays_) {
+          relay->stopDrain();
+        }
         if (control_) {
           control_->releaseClientToServer();
         }
@@ -464,6 +468,12 @@ void Session::drainUploadsBeforeTestEnd() {
   // On a direct path the client's last test bytes are in the server's socket before TEST_END
   // is, and the server counts them. Through the proxy they could still sit in a pipe when
   // TEST_END overtakes them, so TEST_END waits until every upload relay has delivered.
+  // Once per test: nothing the client sends may restart the drain or push its deadline back
+  // (issue 9; the codec refuses a second TEST_END as well).
+  if (drain_started_) {
+    return;
+  }
+  drain_started_ = true;
   std::vector<StreamRelay*> uploads;
   for (const auto& relay : relays_) {
     if (relay->flow() == roles::Flow::Upload) {
@@ -473,7 +483,11 @@ void Session::drainUploadsBeforeTestEnd() {
   if (uploads.empty() || !control_) {
     return;
   }
-  control_->holdClientToServer();
+  control_->holdClientToServer([this](std::size_t held) {
+    close(CloseReason::ProtocolError,
+          fmt::format("client sent {} bytes while its TEST_END was held (cap {})", held,
+                      ControlRelay::kMaxHeldBytes));
+  });
   uploads_draining_ = static_cast<int>(uploads.size());
   drain_deadline_.armMs(kDrainDeadlineMs);
   const auto started = std::chrono::steady_clock::now();

@@ -144,6 +144,7 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   std::uint64_t last_total_bytes_ = 0;
   long idle_ms_ = 0;
   int uploads_draining_ = 0;
+  bool drain_started_ = false;  // the upload drain at TEST_END, at most once per test
   std::uint64_t udp_dropped_ = 0;
   int last_connect_error_ = ETIMEDOUT;
   bool backend_deadline_retry_allowed_ = true;  // one reconnect after an early backend close
