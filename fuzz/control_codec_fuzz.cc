@@ -19,7 +19,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -133,38 +135,139 @@ std::string render(const CodecFailure& failure) {
 
 // ---- The contract -----------------------------------------------------------------------------
 
-// Which states each side may send, written out again on purpose: an oracle that called the
-// codec's own table would agree with any mistake in it.
+// The protocol's order, written out again on purpose: an oracle that called the codec's own
+// table (proto::ControlOrder) would agree with any mistake in it. Here every message is a rule
+// over how often each message was sent so far (protocol §1.3-§1.7 and §5.1, iperf3 3.7 to
+// master).
+class OrderModel {
+ public:
+  // A message on the control connection: a state byte, or one of these.
+  enum class Message : int { Cookie = 100, Params, Results };
 
-bool isClientState(State state) {
-  switch (state) {
-    case State::TestStart:
-    case State::TestEnd:
-    case State::ClientTerminate:
-    case State::IperfDone:
-      return true;
-    default:
-      return false;
-  }
-}
+  static int key(State state) { return static_cast<int>(state); }
 
-bool isServerState(State state) {
-  switch (state) {
-    case State::ParamExchange:
-    case State::CreateStreams:
-    case State::TestStart:
-    case State::TestRunning:
-    case State::ServerTerminate:
-    case State::ExchangeResults:
-    case State::DisplayResults:
-    case State::IperfDone:
-    case State::AccessDenied:
-    case State::ServerError:
-      return true;
-    default:
-      return false;
+  static int key(Message message) { return static_cast<int>(message); }
+
+  // States some client, some server ever sends.
+  static bool sends(Side side, State state) {
+    static const std::set<State> kClient = {State::TestEnd, State::ClientTerminate,
+                                            State::IperfDone};
+    static const std::set<State> kServer = {
+        State::ParamExchange,  State::CreateStreams,   State::TestStart,
+        State::TestRunning,    State::ServerTerminate, State::ExchangeResults,
+        State::DisplayResults, State::AccessDenied,    State::ServerError};
+    return (side == Side::Client ? kClient : kServer).count(state) > 0;
   }
-}
+
+  bool allows(Side side, int message) const {
+    const auto c = [this](int m) {
+      return count(Side::Client, m);
+    };
+    const auto s = [this](int m) {
+      return count(Side::Server, m);
+    };
+    if (side == Side::Client) {
+      const bool ended = c(key(State::IperfDone)) + c(key(State::ClientTerminate)) > 0;
+      if (message == key(Message::Cookie)) {
+        return c(message) == 0;
+      }
+      if (c(key(Message::Cookie)) == 0) {
+        return false;
+      }
+      if (message == key(Message::Params)) {
+        return !ended && s(key(State::ParamExchange)) == 1 && c(message) == 0;
+      }
+      if (message == key(Message::Results)) {
+        return !ended && s(key(State::ExchangeResults)) == 1 && c(message) == 0;
+      }
+      if (message == key(State::TestEnd)) {
+        return !ended && s(key(State::TestRunning)) == 1 && c(message) == 0;
+      }
+      if (message == key(State::IperfDone) || message == key(State::ClientTerminate)) {
+        return c(message) == 0;
+      }
+      return false;
+    }
+    if (c(key(Message::Cookie)) == 0 || s(key(State::AccessDenied)) > 0) {
+      return false;
+    }
+    if (message == key(State::ServerError)) {
+      return s(message) < 2;
+    }
+    if (message == key(State::ServerTerminate)) {
+      return s(message) == 0;
+    }
+    if (s(key(State::ServerError)) + s(key(State::ServerTerminate)) > 0) {
+      return false;
+    }
+
+    // The normal sequence: each message once, after the one before it (and two after the
+    // client's message they answer).
+    struct Rule {
+      int message;
+      int after_server;  // -1: the first
+      int after_client;  // -1: none
+    };
+
+    static const Rule kRules[] = {
+        {key(State::AccessDenied), -1, -1},
+        {key(State::ParamExchange), -1, -1},
+        {key(State::CreateStreams), key(State::ParamExchange), key(Message::Params)},
+        {key(State::TestStart), key(State::CreateStreams), -1},
+        {key(State::TestRunning), key(State::TestStart), -1},
+        {key(State::ExchangeResults), key(State::TestRunning), key(State::TestEnd)},
+        {key(Message::Results), key(State::ExchangeResults), key(Message::Results)},
+        {key(State::DisplayResults), key(Message::Results), -1},
+    };
+    for (const Rule& rule : kRules) {
+      if (rule.message != message) {
+        continue;
+      }
+      const bool first = rule.after_server == -1 ? sent_[1].empty() : s(rule.after_server) == 1;
+      return first && s(message) == 0 && (rule.after_client == -1 || c(rule.after_client) == 1);
+    }
+    return false;
+  }
+
+  // The JSON message a side owes now, if any (the codec then reads a length where no state
+  // stands out): the client's params or results, the server's results.
+  std::optional<Message> jsonDue(Side side) const {
+    const auto c = [this](int m) {
+      return count(Side::Client, m);
+    };
+    const auto s = [this](int m) {
+      return count(Side::Server, m);
+    };
+    if (side == Side::Server) {
+      const bool due = s(key(State::ExchangeResults)) == 1 && s(key(Message::Results)) == 0 &&
+                       s(key(State::ServerError)) + s(key(State::ServerTerminate)) == 0;
+      return due ? std::optional(Message::Results) : std::nullopt;
+    }
+    if (c(key(State::IperfDone)) + c(key(State::ClientTerminate)) > 0) {
+      return std::nullopt;
+    }
+    if (s(key(State::ParamExchange)) == 1 && c(key(Message::Params)) == 0) {
+      return Message::Params;
+    }
+    if (s(key(State::ExchangeResults)) == 1 && c(key(Message::Results)) == 0) {
+      return Message::Results;
+    }
+    return std::nullopt;
+  }
+
+  void record(Side side, int message) { ++sent_[index(side)][message]; }
+
+ private:
+  static std::size_t index(Side side) { return side == Side::Client ? 0 : 1; }
+
+  int count(Side side, int message) const {
+    const auto& sent = sent_[index(side)];
+    const auto it = sent.find(message);
+    return it == sent.end() ? 0 : it->second;
+  }
+
+  std::array<std::map<int, int>, 2> sent_;
+};
 
 bool isCookieCharacter(char c) {
   return (c >= 'a' && c <= 'z') || (c >= '2' && c <= '7');
@@ -201,6 +304,7 @@ class Run {
   }
 
   std::string play(const std::vector<Op>& ops, Split split) {
+    bytewise_ = split == Split::Bytewise;
     std::string record;
     for (const Op& op : ops) {
       record += op.side == Side::Client ? "C" : "S";
@@ -275,7 +379,9 @@ class Run {
     FUZZ_CHECK(largest <= allocationBound(bytes.size()),
                where.text() + ": allocated " + std::to_string(largest) + " bytes at once");
     checkConsumed(op, bytes.size(), result, where);
+    checkRefusal(op, bytes, result, where);
     checkEvents(op, result.events, where);
+    trackBoundary(op, result);
     if (!poison_ && result.failure) {
       poison_ = render(*result.failure);
     }
@@ -323,7 +429,6 @@ class Run {
       return;
     }
     const CodecFailure& failure = *result.failure;
-    FUZZ_CHECK(!done_, where.text() + ": failure after IPERF_DONE: " + render(failure));
     FUZZ_CHECK(failure.side == op.side, where.text() + ": failure blames the other side");
     // `consumed` stops at the offending byte, which is where the failure points.
     FUZZ_CHECK(op.finish || result.consumed < size, where.text() + ": failure past the input");
@@ -335,13 +440,66 @@ class Run {
     FUZZ_CHECK(proto::codecErrorName(failure.error) != "unknown", where.text() + ": unnamed error");
   }
 
+  // One byte per call: a refused state or JSON must be one the protocol does not allow there.
+  // The offending byte is the first of the call, between two messages of its side.
+  void checkRefusal(const Op& op,
+                    std::span<const std::uint8_t> bytes,
+                    const FeedResult& result,
+                    const Where& where) const {
+    if (!bytewise_ || poison_ || op.finish || !result.failure) {
+      return;
+    }
+    const proto::CodecError error = result.failure->error;
+    if (error != proto::CodecError::UnknownState && error != proto::CodecError::OutOfOrder) {
+      return;
+    }
+    const std::string what = where.text() + ": " + render(*result.failure);
+    FUZZ_CHECK(result.consumed == 0 && !mid_message_[index(op.side)],
+               what + " in the middle of a message");
+    const std::uint8_t byte = bytes[0];
+    const State state = proto::stateFromWire(byte);
+    const auto due = model_.jsonDue(op.side);
+    const std::uint32_t cap =
+        due == OrderModel::Message::Params ? kLimits.max_params_json : kLimits.max_results_json;
+    const bool stands_out = OrderModel::sends(op.side, state) && (std::uint64_t{byte} << 24) > cap;
+    if (due && !stands_out) {
+      // The first byte of the JSON's length: only the JSON's order can refuse it.
+      FUZZ_CHECK(
+          error == proto::CodecError::OutOfOrder && !model_.allows(op.side, OrderModel::key(*due)),
+          what + " where a JSON may begin");
+    } else if (!OrderModel::sends(op.side, state)) {
+      FUZZ_CHECK(error == proto::CodecError::UnknownState, what + ": a byte this side never sends");
+    } else {
+      FUZZ_CHECK(
+          error == proto::CodecError::OutOfOrder && !model_.allows(op.side, OrderModel::key(state)),
+          what + ": a state this side may send now");
+    }
+  }
+
+  // Whether the side is in the middle of a message after this call (one byte per call only).
+  void trackBoundary(const Op& op, const FeedResult& result) {
+    if (result.failure) {
+      return;
+    }
+    bool& mid = mid_message_[index(op.side)];
+    if (!result.events.empty()) {
+      const auto* state = std::get_if<proto::StateReceived>(&result.events.back());
+      mid = state != nullptr && state->state == State::ServerError;  // its payload follows
+    } else if (result.consumed > 0) {
+      mid = true;
+    }
+  }
+
   void checkEvents(const Op& op, const std::vector<ControlEvent>& events, const Where& where) {
     for (const ControlEvent& event : events) {
       // Built only for a failure message: this runs for every byte.
       const auto what = [&] {
         return where.text() + ": " + render(event);
       };
-      FUZZ_CHECK(!done_, what() + " after IPERF_DONE");
+      const auto expectAllowed = [&](int message) {
+        FUZZ_CHECK(model_.allows(op.side, message), what() + ": out of order");
+        model_.record(op.side, message);
+      };
       FUZZ_CHECK(!op.finish || op.side == Side::Server, what() + " at the client's end of stream");
       if (op.side == Side::Client && !cookie_seen_) {
         FUZZ_CHECK(std::holds_alternative<proto::CookieReceived>(event), what() + " before cookie");
@@ -353,45 +511,32 @@ class Run {
                        std::all_of(text.begin(), text.end(), isCookieCharacter),
                    what() + ": malformed cookie");
         cookie_seen_ = true;
+        expectAllowed(OrderModel::key(OrderModel::Message::Cookie));
       } else if (const auto* state = std::get_if<proto::StateReceived>(&event)) {
         FUZZ_CHECK(state->from == op.side, what() + ": from the wrong side");
-        FUZZ_CHECK(
-            op.side == Side::Client ? isClientState(state->state) : isServerState(state->state),
-            what() + ": not a state this side may send");
+        FUZZ_CHECK(OrderModel::sends(op.side, state->state),
+                   what() + ": not a state this side sends");
         FUZZ_CHECK(!server_error_pending_ || op.side == Side::Client,
                    what() + ": SERVER_ERROR payload skipped");
-        switch (state->state) {
-          case State::ParamExchange:
-            ++param_exchanges_;
-            break;
-          case State::ExchangeResults:
-            ++results_exchanges_;
-            break;
-          case State::ServerError:
-            server_error_pending_ = op.side == Side::Server;
-            break;
-          case State::IperfDone:
-            done_ = true;
-            break;
-          default:
-            break;
+        expectAllowed(OrderModel::key(state->state));
+        if (state->state == State::ServerError) {
+          server_error_pending_ = true;
         }
       } else if (const auto* params = std::get_if<proto::ParamsReceived>(&event)) {
         FUZZ_CHECK(op.side == Side::Client, what() + ": params from the server");
-        FUZZ_CHECK(params_++ < param_exchanges_, what() + ": params without PARAM_EXCHANGE");
+        expectAllowed(OrderModel::key(OrderModel::Message::Params));
         FUZZ_CHECK(params->json_size >= 1 && params->json_size <= kLimits.max_params_json,
                    what() + ": params size");
         checkTestParams(params->params);
       } else if (const auto* rejected = std::get_if<proto::ParamsRejected>(&event)) {
         FUZZ_CHECK(op.side == Side::Client, what() + ": params from the server");
-        FUZZ_CHECK(params_++ < param_exchanges_, what() + ": params without PARAM_EXCHANGE");
+        expectAllowed(OrderModel::key(OrderModel::Message::Params));
         FUZZ_CHECK(!rejected->failure.detail.empty(), what() + ": rejected without a reason");
         FUZZ_CHECK(proto::paramsErrorName(rejected->failure.error) != "unknown",
                    what() + ": unnamed params error");
       } else if (const auto* results = std::get_if<proto::ResultsReceived>(&event)) {
         FUZZ_CHECK(results->from == op.side, what() + ": from the wrong side");
-        FUZZ_CHECK(results_[index(op.side)]++ < results_exchanges_,
-                   what() + ": results without EXCHANGE_RESULTS");
+        expectAllowed(OrderModel::key(OrderModel::Message::Results));
         FUZZ_CHECK(results->json_size >= 1 && results->json_size <= kLimits.max_results_json,
                    what() + ": results size");
         const bool captured = capture_ && op.side == Side::Server;
@@ -410,16 +555,14 @@ class Run {
   }
 
   bool capture_;
+  bool bytewise_ = false;
   proto::ControlCodec codec_{kLimits};
   std::optional<std::string> poison_;
   std::array<std::uint64_t, 2> offset_{};
   bool cookie_seen_ = false;
-  bool done_ = false;
   bool server_error_pending_ = false;
-  std::size_t param_exchanges_ = 0;
-  std::size_t params_ = 0;
-  std::size_t results_exchanges_ = 0;
-  std::array<std::size_t, 2> results_{};
+  OrderModel model_;
+  std::array<bool, 2> mid_message_{};
 };
 
 // FUZZ_VERBOSE=1 in the environment prints each input's record (for reading a crash input).

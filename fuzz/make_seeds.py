@@ -168,6 +168,16 @@ def params_from_test_file():
         texts.append('{"parallel":%s}' % value)
     for value in ("true", "false", "0", "1", "null", '"v1"', "{}"):
         texts.append('{"tcp":true,"role_byte":%s}' % value)
+    # Numbers as iperf3 reads them (TimeAndOmitAreReadAsTheServerReadsThem, ...).
+    for value in ("2147483648", "-2147483649", "4294967297", "-4294967295", "1e10",
+                  "9007199254740993", "9007199254740995", "9223372036854775807", "1e400",
+                  "-1e400", "1e-400", "-1.9", "4294967296.7", "0.99999999999999999", "-0"):
+        texts.append('{"time":%s,"omit":%s}' % (value, value))
+        texts.append('{"parallel":%s}' % value)
+    for key in ("time", "omit"):
+        for value in ('"5"', "true", "false", "null", "[4]", "{}"):
+            texts.append('{"%s":%s}' % (key, value))
+    texts.append('{"time":3,"x":0.' + "0" * 61 + "1}")
     # 20000 levels in the test; 2000 keep the seed small and still deep.
     texts.append('{"parallel":2,"x":' + "[" * 2000 + "]" * 2000 + "}")
     texts.append("")
@@ -189,8 +199,8 @@ def edge_cases():
     results = b'{"cpu_util_total":1.5,"streams":[{"id":1,"bytes":1024}]}'
     setup = [(CLIENT, COOKIE), (SERVER, bytes([PARAM_EXCHANGE])), (CLIENT, json_message(params)),
              (SERVER, bytes([CREATE_STREAMS]))]
-    to_results = setup + [(SERVER, bytes([TEST_START, TEST_RUNNING])), (CLIENT, bytes([TEST_END])),
-                          (SERVER, bytes([EXCHANGE_RESULTS]))]
+    running = setup + [(SERVER, bytes([TEST_START, TEST_RUNNING]))]
+    to_results = running + [(CLIENT, bytes([TEST_END])), (SERVER, bytes([EXCHANGE_RESULTS]))]
     return {
         "access-denied": [(CLIENT, COOKIE), (SERVER, bytes([ACCESS_DENIED])), SERVER, CLIENT],
         "server-error-full": setup[:3] + [(SERVER, bytes([SERVER_ERROR]) + be32(114) + be32(0)),
@@ -237,6 +247,38 @@ def edge_cases():
                                                                b'"role_byte":1}')), CLIENT,
                                          SERVER],
         "server-first": [(SERVER, bytes([ACCESS_DENIED])), (CLIENT, COOKIE), SERVER, CLIENT],
+        # The protocol's order (control_order_test.cc): legal crossings and aborts...
+        "client-done-crosses-running": setup + [(CLIENT, bytes([IPERF_DONE])),
+                                                (SERVER, bytes([TEST_START, TEST_RUNNING])),
+                                                CLIENT, SERVER],
+        "terminate-then-done": running + [(CLIENT, bytes([CLIENT_TERMINATE, IPERF_DONE])), CLIENT,
+                                          SERVER],
+        "server-error-twice": running + [(SERVER, bytes([SERVER_ERROR]) + be32(206) + be32(9) +
+                                          bytes([SERVER_ERROR]) + be32(206) + be32(9)),
+                                         (CLIENT, bytes([IPERF_DONE])), SERVER, CLIENT],
+        "server-error-while-params-due": setup[:2] + [(SERVER, bytes([SERVER_ERROR]) + be32(114) +
+                                                       be32(110)), (CLIENT, json_message(params)),
+                                                      SERVER, CLIENT],
+        "access-denied-then-done": [(CLIENT, COOKIE), (SERVER, bytes([ACCESS_DENIED])),
+                                    (CLIENT, bytes([IPERF_DONE])), SERVER, CLIENT],
+        # ... and what breaks it, each at its first byte.
+        "test-end-twice": running + [(CLIENT, bytes([TEST_END, TEST_END]))],
+        "test-end-flood": running + [(CLIENT, bytes([TEST_END]) * 200)],
+        "test-end-before-running": setup + [(CLIENT, bytes([TEST_END]))],
+        "client-test-start": running + [(CLIENT, bytes([TEST_START]))],
+        "second-params": setup + [(CLIENT, json_message(params))],
+        "results-before-exchange": running + [(CLIENT, json_message(results))],
+        "done-flood-after-the-end": to_results + [
+            (CLIENT, json_message(results)),
+            (SERVER, json_message(results) + bytes([DISPLAY_RESULTS])),
+            (CLIENT, bytes([IPERF_DONE]) * 64)],
+        "server-results-before-client": to_results + [(SERVER, json_message(results))],
+        "server-iperf-done": setup + [(SERVER, bytes([IPERF_DONE]))],
+        "access-denied-late": setup[:2] + [(SERVER, bytes([ACCESS_DENIED]))],
+        "after-access-denied": [(CLIENT, COOKIE), (SERVER, bytes([ACCESS_DENIED, PARAM_EXCHANGE]))],
+        "server-error-thrice": running + [(SERVER, (bytes([SERVER_ERROR]) + be32(1) + be32(0)) * 3)],
+        "create-streams-before-params": setup[:2] + [(SERVER, bytes([CREATE_STREAMS]))],
+        "exchange-before-test-end": running + [(SERVER, bytes([EXCHANGE_RESULTS]))],
     }
 
 

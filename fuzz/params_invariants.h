@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cstdint>
+#include <limits>
 #include <string>
 
 #include "fuzz/fuzz_check.h"
@@ -25,6 +27,17 @@ inline void checkTestParams(const proto::TestParams& params) {
   FUZZ_CHECK(
       params.totalStreams() >= 1 && params.totalStreams() <= 2 * proto::kMaxStreamsPerDirection,
       "total " + std::to_string(params.totalStreams()));
+  // time and omit are what the server's int fields hold, so nothing computed from them by the
+  // proxy (time + omit, (cap + omit) * 1000) can overflow.
+  for (const std::int64_t seconds : {params.duration_s, params.omit_s}) {
+    FUZZ_CHECK(seconds >= std::numeric_limits<std::int32_t>::min() &&
+                   seconds <= std::numeric_limits<std::int32_t>::max(),
+               "time or omit outside int: " + std::to_string(seconds));
+  }
+  FUZZ_CHECK(!params.fq_rate || *params.fq_rate != 0, "fqrate 0 applied");
+  for (const auto& option : {params.tos, params.window, params.mss}) {
+    FUZZ_CHECK(!option || *option > 0, "a socket option that is not positive");
+  }
 }
 
 }  // namespace iperf3proxy::fuzz

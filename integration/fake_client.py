@@ -186,6 +186,33 @@ class FakeClient:
         self.send_json({**BASE_PARAMS, **params})
         self.expect_state(CREATE_STREAMS)
 
+    def run_to_test_running(self, **params) -> socket.socket:
+        """Cookie, params, one data connection (a forward `-P 1` test unless `params` say
+        otherwise), then TEST_START and TEST_RUNNING: the test runs. Returns the data
+        connection."""
+        self.start(**params)
+        stream = self.open_stream()
+        self.expect_state(TEST_START)
+        self.expect_state(TEST_RUNNING)
+        return stream
+
+    def flood(self, pattern: bytes, until: float, chunk: int = 64 * 1024) -> tuple[int, str]:
+        """Send `pattern` over and over on the control connection until the peer closes it or
+        the monotonic clock reaches `until`: (bytes sent, "closed" | "deadline")."""
+        block = pattern * max(1, chunk // len(pattern))
+        sent = 0
+        while True:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return sent, "deadline"
+            self.control.settimeout(min(remaining, 0.2))
+            try:
+                sent += self.control.send(block)
+            except socket.timeout:
+                continue  # the proxy is not reading: keep pushing until the deadline
+            except (BrokenPipeError, ConnectionResetError):
+                return sent, "closed"
+
     def open_stream(self, role_byte: Optional[int] = None,
                     sock: Optional[socket.socket] = None) -> socket.socket:
         """A data connection: the cookie, then the role byte if one is given (docs/ROLE_BYTE.md).

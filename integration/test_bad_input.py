@@ -373,7 +373,7 @@ def test_server_state_byte_from_client(proxy, backend):
         fake.send(bytes([PARAM_EXCHANGE]))
 
     _protocol_case(proxy, backend, break_it, "protocol-error",
-                   "unexpected state byte (byte 9 is not a client state)")
+                   "unexpected state byte (byte 9 is not a client state; stage: stream creation)")
 
 
 def test_second_cookie_on_control_connection(proxy, backend):

@@ -7,40 +7,6 @@
 namespace iperf3proxy::proto {
 namespace {
 
-bool isClientState(State state) {
-  switch (state) {
-    case State::TestStart:  // accepted by the server as a no-op
-    case State::TestEnd:
-    case State::ClientTerminate:
-    case State::IperfDone:
-      return true;
-    default:
-      return false;
-  }
-}
-
-bool isServerState(State state) {
-  switch (state) {
-    case State::ParamExchange:
-    case State::CreateStreams:
-    case State::TestStart:
-    case State::TestRunning:
-    case State::ServerTerminate:
-    case State::ExchangeResults:
-    case State::DisplayResults:
-    case State::IperfDone:
-    case State::AccessDenied:
-    case State::ServerError:
-      return true;
-    default:
-      return false;
-  }
-}
-
-bool isStateFrom(Side side, State state) {
-  return side == Side::Client ? isClientState(state) : isServerState(state);
-}
-
 std::int32_t readBigEndian32(const std::uint8_t* p) {
   const std::uint32_t value = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |
                               (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
@@ -49,16 +15,14 @@ std::int32_t readBigEndian32(const std::uint8_t* p) {
 
 }  // namespace
 
-std::string_view sideName(Side side) {
-  return side == Side::Client ? "client" : "server";
-}
-
 std::string_view codecErrorName(CodecError error) {
   switch (error) {
     case CodecError::BadCookie:
       return "bad cookie";
     case CodecError::UnknownState:
       return "unexpected state byte";
+    case CodecError::OutOfOrder:
+      return "message out of order";
     case CodecError::JsonEmpty:
       return "empty JSON message";
     case CodecError::JsonTooLarge:
@@ -82,14 +46,24 @@ CodecFailure ControlCodec::fail(Side side, CodecError error, std::string detail)
   return CodecFailure{error, side, d.offset, std::move(detail)};
 }
 
-void ControlCodec::expectJson(Side side, JsonKind kind) {
-  Direction& d = dir(side);
-  if (d.expect == Expect::Opaque) {
-    return;
+std::string ControlCodec::withStage(std::string what) const {
+  return what + "; stage: " + order_.stage();
+}
+
+void ControlCodec::syncExpectations() {
+  for (Direction* d : {&client_, &server_}) {
+    const bool between_messages =
+        d->expect == Expect::State || (d->expect == Expect::JsonLength && d->partial.empty());
+    if (!between_messages) {
+      continue;
+    }
+    if (const auto due = order_.jsonDue(d == &client_ ? Side::Client : Side::Server)) {
+      d->expect = Expect::JsonLength;
+      d->json_kind = *due;
+    } else {
+      d->expect = Expect::State;
+    }
   }
-  d.expect = Expect::JsonLength;
-  d.json_kind = kind;
-  d.partial.clear();
 }
 
 FeedResult ControlCodec::feed(Side side, std::span<const std::uint8_t> bytes) {
@@ -138,6 +112,7 @@ std::optional<CodecFailure> ControlCodec::step(Side side,
         events.push_back(CookieReceived{*Cookie::parse(d.partial)});
         d.partial.clear();
         d.expect = Expect::State;
+        order_.recordCookie();
       }
       return std::nullopt;
     }
@@ -181,14 +156,10 @@ std::optional<CodecFailure> ControlCodec::step(Side side,
                                              readBigEndian32(d.partial.data() + 4)});
         d.partial.clear();
         d.expect = Expect::State;
+        syncExpectations();
       }
       return std::nullopt;
     }
-    case Expect::Opaque:
-      // After IPERF_DONE nothing more is interpreted: 3.21+ servers may append a spurious
-      // SERVER_ERROR (protocol §1.7) and the client only drains it.
-      pos = bytes.size();
-      return std::nullopt;
   }
   return std::nullopt;
 }
@@ -196,40 +167,26 @@ std::optional<CodecFailure> ControlCodec::step(Side side,
 std::optional<CodecFailure> ControlCodec::onStateByte(Side side,
                                                       std::uint8_t byte,
                                                       std::vector<ControlEvent>& events) {
-  // The server speaks only after the client's cookie; a state from it before then would set an
-  // expectation on a client stream that has not begun (e.g. params in place of the cookie).
-  // Found by fuzz/control_codec_fuzz.cc (corpus crash-90f7952d...).
-  if (side == Side::Server && client_.expect == Expect::Cookie) {
-    return fail(side, CodecError::UnknownState, "server state before the client's cookie");
-  }
   const State state = stateFromWire(byte);
-  if (!isStateFrom(side, state)) {
+  if (!ControlOrder::sends(side, state)) {
     return fail(side, CodecError::UnknownState,
-                "byte " + std::to_string(static_cast<int>(byte)) + " is not a " +
-                    std::string(sideName(side)) + " state");
+                withStage("byte " + std::to_string(static_cast<int>(byte)) + " is not a " +
+                          std::string(sideName(side)) + " state"));
   }
+  // A server state before the client's cookie would set an expectation on a client stream that
+  // has not begun (e.g. params in place of the cookie). Found by fuzz/control_codec_fuzz.cc
+  // (corpus crash-90f7952d...); ControlOrder refuses it.
+  if (auto why = order_.refusal(side, state)) {
+    return fail(side, CodecError::OutOfOrder,
+                withStage(std::string(stateName(state)) + " " + *why));
+  }
+  order_.record(side, state);
   events.push_back(StateReceived{side, state});
-  switch (state) {
-    case State::ParamExchange:
-      expectJson(Side::Client, JsonKind::Params);
-      break;
-    case State::ExchangeResults:
-      // The client answers with its results; the server then sends its own.
-      expectJson(Side::Client, JsonKind::Results);
-      expectJson(Side::Server, JsonKind::Results);
-      break;
-    case State::ServerError:
-      dir(side).expect = Expect::ErrorPayload;
-      dir(side).partial.clear();
-      break;
-    case State::IperfDone:
-      // The test is over whoever said it; whatever follows in either direction is drained.
-      client_.expect = Expect::Opaque;
-      server_.expect = Expect::Opaque;
-      break;
-    default:
-      break;
+  if (state == State::ServerError) {
+    dir(side).expect = Expect::ErrorPayload;
+    dir(side).partial.clear();
   }
+  syncExpectations();
   return std::nullopt;
 }
 
@@ -243,11 +200,14 @@ std::optional<CodecFailure> ControlCodec::onJsonLengthByte(Side side,
   // SERVER_ERROR). As the top byte of a length it would announce more than the cap allows, so
   // such a byte can only be a state message.
   if (d.partial.empty() && (std::uint64_t{byte} << 24) > cap &&
-      isStateFrom(side, stateFromWire(byte))) {
+      ControlOrder::sends(side, stateFromWire(byte))) {
     d.expect = Expect::State;
     return onStateByte(side, byte, events);
   }
   if (d.partial.empty()) {
+    if (auto why = order_.jsonRefusal(side)) {
+      return fail(side, CodecError::OutOfOrder, withStage(*why));
+    }
     d.message_offset = byte_offset;
     d.capturing = d.capture && d.json_kind == JsonKind::Results;
     d.capture_skipped = false;
@@ -285,27 +245,27 @@ std::optional<CodecFailure> ControlCodec::onJsonLengthByte(Side side,
 
 void ControlCodec::onJsonComplete(Side side, std::vector<ControlEvent>& events) {
   Direction& d = dir(side);
-  d.expect = Expect::State;
   if (d.json_kind == JsonKind::Results) {
     ResultsReceived results{side, d.json_length, d.message_offset, std::nullopt, d.capture_skipped};
     if (d.capturing) {
       results.json.emplace(reinterpret_cast<const char*>(d.partial.data()), d.partial.size());
       d.capturing = false;
-      d.partial.clear();
-      d.partial.shrink_to_fit();
     }
     events.push_back(std::move(results));
-    return;
-  }
-  const std::string_view json(reinterpret_cast<const char*>(d.partial.data()), d.partial.size());
-  auto parsed = parseTestParams(json);
-  if (auto* params = std::get_if<TestParams>(&parsed)) {
-    events.push_back(ParamsReceived{std::move(*params), d.json_length});
   } else {
-    events.push_back(ParamsRejected{std::get<ParamsFailure>(std::move(parsed))});
+    const std::string_view json(reinterpret_cast<const char*>(d.partial.data()), d.partial.size());
+    auto parsed = parseTestParams(json);
+    if (auto* params = std::get_if<TestParams>(&parsed)) {
+      events.push_back(ParamsReceived{std::move(*params), d.json_length});
+    } else {
+      events.push_back(ParamsRejected{std::get<ParamsFailure>(std::move(parsed))});
+    }
   }
   d.partial.clear();
   d.partial.shrink_to_fit();
+  d.expect = Expect::State;
+  order_.recordJson(side);
+  syncExpectations();
 }
 
 std::optional<std::uint64_t> ControlCodec::serverResultsCaptureStart() const {
@@ -324,7 +284,6 @@ FeedResult ControlCodec::finish(Side side) {
   Direction& d = dir(side);
   switch (d.expect) {
     case Expect::State:
-    case Expect::Opaque:
       return result;
     case Expect::JsonLength:
       if (d.partial.empty()) {
@@ -337,6 +296,7 @@ FeedResult ControlCodec::finish(Side side) {
             ServerErrorReceived{readBigEndian32(d.partial.data()), std::nullopt});
         d.partial.clear();
         d.expect = Expect::State;
+        syncExpectations();
         return result;
       }
       break;

@@ -8,16 +8,12 @@
 #include <variant>
 #include <vector>
 
+#include "proto/control_order.h"
 #include "proto/cookie.h"
 #include "proto/test_params.h"
 #include "proto/wire.h"
 
 namespace iperf3proxy::proto {
-
-// Which peer wrote the bytes.
-enum class Side : std::uint8_t { Client, Server };
-
-std::string_view sideName(Side side);
 
 // ---- Events: what the codec learned from the bytes it consumed -------------------------------
 
@@ -64,7 +60,8 @@ using ControlEvent = std::variant<CookieReceived,
 
 enum class CodecError {
   BadCookie,         // first 37 bytes of the control connection are not a cookie
-  UnknownState,      // a byte where a state was due, but not a state this side may send
+  UnknownState,      // a byte where a state was due, but not a state this side ever sends
+  OutOfOrder,        // a message this side sends, but not at this point (see ControlOrder)
   JsonEmpty,         // a JSON length of zero (every iperf3 rejects it)
   JsonTooLarge,      // a JSON length above the configured cap
   TruncatedMessage,  // end of stream in the middle of a message
@@ -99,6 +96,11 @@ struct CodecLimits {
 // after it has been decoded, the expectation for the reply (e.g. params JSON after
 // PARAM_EXCHANGE) is always set before the peer can answer.
 //
+// It accepts only the messages each side may send next (ControlOrder): a message out of order
+// (a second TEST_END, results before EXCHANGE_RESULTS, anything after the client's IPERF_DONE
+// but CLIENT_TERMINATE, ...) fails like a byte that is no message at all, naming the state and
+// the stage of the test.
+//
 // After an error the codec is poisoned: every later call returns the same failure.
 class ControlCodec {
  public:
@@ -121,8 +123,7 @@ class ControlCodec {
   FeedResult finish(Side side);
 
  private:
-  enum class Expect : std::uint8_t { Cookie, State, JsonLength, JsonBody, ErrorPayload, Opaque };
-  enum class JsonKind : std::uint8_t { Params, Results };
+  enum class Expect : std::uint8_t { Cookie, State, JsonLength, JsonBody, ErrorPayload };
 
   struct Direction {
     Expect expect = Expect::State;
@@ -152,15 +153,20 @@ class ControlCodec {
                                                std::uint64_t byte_offset,
                                                std::vector<ControlEvent>& events);
   void onJsonComplete(Side side, std::vector<ControlEvent>& events);
-  void expectJson(Side side, JsonKind kind);
+  // After every message: each direction that is between two messages expects the JSON it owes
+  // now (ControlOrder::jsonDue), or a state.
+  void syncExpectations();
 
   Direction& dir(Side side) { return side == Side::Client ? client_ : server_; }
 
   std::uint32_t capFor(JsonKind kind) const;
 
   CodecFailure fail(Side side, CodecError error, std::string detail) const;
+  // "<what>; stage: <where the conversation is>", the detail of an order failure.
+  std::string withStage(std::string what) const;
 
   CodecLimits limits_;
+  ControlOrder order_;
   Direction client_;
   Direction server_;
   std::optional<CodecFailure> failure_;

@@ -1,7 +1,10 @@
 #include "proto/test_params.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <optional>
 #include <string>
 #include <unordered_set>
 #include <utility>
@@ -58,34 +61,113 @@ std::optional<ParamsFailure> readFlag(const Json& object, std::string_view key, 
   return std::nullopt;
 }
 
-// A number read as cJSON's valueint: truncated toward zero, saturated to int.
-std::optional<std::int64_t> readInteger(const Json& value) {
-  if (value.is_number_integer() || value.is_number_unsigned()) {
-    if (value.is_number_unsigned()) {
-      const auto raw = value.get<std::uint64_t>();
-      return raw > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())
-                 ? std::numeric_limits<std::int64_t>::max()
-                 : static_cast<std::int64_t>(raw);
-    }
-    return value.get<std::int64_t>();
+// Numbers as iperf3 reads them. Its cJSON (1.7.13 in 3.9, 1.7.15 in 3.16..3.20; Debian's 3.12
+// checked on the wire) parses a number with strtod into a double and keeps `valueint`: that
+// double truncated toward zero and saturated to int64. Every key iperf3's get_parameters reads
+// as a number goes through valueint (none through valuedouble, in any of those versions), into
+// a field of the test that is an `int` for every key the proxy uses but `fqrate` (uint64): an
+// int keeps the low 32 bits, two's complement (as gcc and clang convert). So "time":4294967297
+// is a 1-second test to the server, and "parallel":1e400 is -1 streams.
+std::int64_t valueInt(const Json& number) {
+  double value = 0;
+  if (number.is_number_unsigned()) {
+    value = static_cast<double>(number.get<std::uint64_t>());  // rounds as strtod would
+  } else if (number.is_number_integer()) {
+    value = static_cast<double>(number.get<std::int64_t>());
+  } else {
+    value = number.get<double>();
   }
-  if (value.is_number_float()) {
-    const double raw = value.get<double>();
-    if (raw >= 9.2e18 || raw <= -9.2e18) {
-      return raw > 0 ? std::numeric_limits<std::int64_t>::max()
-                     : std::numeric_limits<std::int64_t>::min();
-    }
-    return static_cast<std::int64_t>(raw);
+  constexpr double kTwoTo63 = 9223372036854775808.0;
+  if (value >= kTwoTo63) {
+    return std::numeric_limits<std::int64_t>::max();
   }
-  return std::nullopt;
+  if (value <= -kTwoTo63) {
+    return std::numeric_limits<std::int64_t>::min();
+  }
+  if (value != value) {
+    return 0;  // NaN: no JSON text yields it
+  }
+  return static_cast<std::int64_t>(value);
 }
 
-std::optional<std::int64_t> readOptionalInteger(const Json& object, std::string_view key) {
+// What an `int` field of iperf3's test keeps of a valueint.
+std::int32_t iperfInt(std::int64_t value_int) {
+  return static_cast<std::int32_t>(
+      static_cast<std::uint32_t>(static_cast<std::uint64_t>(value_int)));
+}
+
+// The text of the parameters as cJSON sees its numbers, for nlohmann to parse. cJSON copies at
+// most 63 characters of a number and then expects a delimiter: a longer number makes iperf3
+// refuse the whole parameters (nullopt here too). A number beyond double range is infinite to
+// cJSON, whose valueint saturates, while nlohmann refuses the document: it becomes the largest
+// finite double of its sign, which saturates the same way everywhere it is read.
+std::optional<std::string> asCjsonSeesNumbers(std::string_view json) {
+  constexpr std::size_t kMaxNumberCharacters = 63;
+  const auto in_number = [](char c) {
+    return (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E';
+  };
+  std::string text(json);
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      continue;
+    }
+    if (c != '-' && (c < '0' || c > '9')) {
+      continue;
+    }
+    std::size_t end = i;
+    while (end < text.size() && in_number(text[end])) {
+      ++end;
+    }
+    if (end - i > kMaxNumberCharacters) {
+      return std::nullopt;
+    }
+    const std::string number = text.substr(i, end - i);
+    char* parsed_end = nullptr;
+    const double value = std::strtod(number.c_str(), &parsed_end);
+    if (value == HUGE_VAL || value == -HUGE_VAL) {
+      const std::string finite = value > 0 ? "1.7976931348623157e308" : "-1.7976931348623157e308";
+      const auto parsed = static_cast<std::size_t>(parsed_end - number.c_str());
+      text.replace(i, parsed, finite);
+      end = i + finite.size() + (end - i - parsed);
+    }
+    i = end - 1;
+  }
+  return text;
+}
+
+// A key read as a number, as iperf3 reads it. iperf3 <= 3.17 reads any type through valueint
+// (true is 1, a string 0); 3.18+ ignore a key whose value is not a number and keep the default.
+// For the keys that shape the test the two disagree, so such a value is refused.
+struct NumberKey {
+  bool present = false;
+  std::optional<std::int64_t> value_int;  // nullopt: present, but not a number
+};
+
+NumberKey readNumberKey(const Json& object, std::string_view key) {
   const Json* value = findKey(object, key);
   if (value == nullptr) {
-    return std::nullopt;
+    return {};
   }
-  return readInteger(*value);
+  if (!value->is_number()) {
+    return {true, std::nullopt};
+  }
+  return {true, valueInt(*value)};
+}
+
+ParamsFailure notANumber(std::string_view key) {
+  return ParamsFailure{ParamsError::AmbiguousValue,
+                       std::string(key) + " is not a number; iperf3 versions disagree on it"};
 }
 
 // Parses like cJSON as far as the top-level keys go: cJSON keeps every member and its lookup
@@ -151,7 +233,12 @@ std::string_view paramsErrorName(ParamsError error) {
 }
 
 std::variant<TestParams, ParamsFailure> parseTestParams(std::string_view json) {
-  const Json root = parseKeepingFirstKeys(json);
+  const std::optional<std::string> text = asCjsonSeesNumbers(json);
+  if (!text) {
+    return ParamsFailure{ParamsError::InvalidJson,
+                         "a number of more than 63 characters (iperf3 cannot parse it)"};
+  }
+  const Json root = parseKeepingFirstKeys(*text);
   if (root.is_discarded() || !root.is_object()) {
     return ParamsFailure{ParamsError::InvalidJson, "parameters are not a JSON object"};
   }
@@ -183,19 +270,26 @@ std::variant<TestParams, ParamsFailure> parseTestParams(std::string_view json) {
     params.mode = TestMode::Reverse;
   }
 
-  if (const Json* parallel = findKey(root, "parallel")) {
-    const auto count = readInteger(*parallel);
-    if (!count) {
+  if (const NumberKey parallel = readNumberKey(root, "parallel"); parallel.present) {
+    if (!parallel.value_int) {
       return ParamsFailure{ParamsError::AmbiguousValue, "parallel is not a number"};
     }
-    if (*count < 1 || *count > kMaxStreamsPerDirection) {
+    const std::int32_t count = iperfInt(*parallel.value_int);
+    if (count < 1 || count > kMaxStreamsPerDirection) {
       return ParamsFailure{ParamsError::BadParallel,
-                           "parallel=" + std::to_string(*count) + " is outside 1..128"};
+                           "parallel=" + std::to_string(count) + " is outside 1..128"};
     }
-    params.streams_per_direction = static_cast<int>(*count);
+    params.streams_per_direction = count;
   }
-  params.duration_s = readOptionalInteger(root, "time").value_or(params.duration_s);
-  params.omit_s = readOptionalInteger(root, "omit").value_or(0);
+  for (auto [key, field] :
+       {std::pair{"time", &params.duration_s}, std::pair{"omit", &params.omit_s}}) {
+    if (const NumberKey number = readNumberKey(root, key); number.present) {
+      if (!number.value_int) {
+        return notANumber(key);
+      }
+      *field = iperfInt(*number.value_int);
+    }
+  }
   params.role_byte = findKey(root, kRoleByteKey) != nullptr;
   params.get_server_output = findKey(root, "get_server_output") != nullptr;
   if (const Json* version = findKey(root, "client_version"); version && version->is_string()) {
@@ -204,20 +298,23 @@ std::variant<TestParams, ParamsFailure> parseTestParams(std::string_view json) {
   if (const Json* congestion = findKey(root, "congestion"); congestion && congestion->is_string()) {
     params.congestion = congestion->get<std::string>();
   }
-  // Socket option values are only used for the proxy's own sockets; out-of-range ones are left
-  // to the server to judge, and the proxy just does not apply them.
-  const auto small = [&](std::string_view key) -> std::optional<int> {
-    const auto value = readOptionalInteger(root, key);
-    if (value && *value > 0 && *value <= std::numeric_limits<int>::max()) {
-      return static_cast<int>(*value);
+  // Socket option values are only used for the proxy's own sockets; values that are not a
+  // number or not positive are left to the server to judge, and the proxy just does not apply
+  // them.
+  const auto positive = [&](std::string_view key) -> std::optional<int> {
+    const NumberKey number = readNumberKey(root, key);
+    if (number.value_int && iperfInt(*number.value_int) > 0) {
+      return iperfInt(*number.value_int);
     }
     return std::nullopt;
   };
-  params.tos = small("TOS");
-  params.window = small("window");
-  params.mss = small("MSS");
-  if (const auto rate = readOptionalInteger(root, "fqrate"); rate && *rate > 0) {
-    params.fq_rate = static_cast<std::uint64_t>(*rate);
+  params.tos = positive("TOS");
+  params.window = positive("window");
+  params.mss = positive("MSS");
+  // fqrate is iperf3's only uint64 field among these: a negative valueint wraps.
+  if (const NumberKey rate = readNumberKey(root, "fqrate");
+      rate.value_int && *rate.value_int != 0) {
+    params.fq_rate = static_cast<std::uint64_t>(*rate.value_int);
   }
   return params;
 }

@@ -19,12 +19,16 @@ std::string_view testModeName(TestMode mode);
 // The shape of one test, read from the client's parameters JSON by the same rules the iperf3
 // server applies (protocol §2.1): keys are case-insensitive and the first match wins, unknown keys
 // are ignored, and the flags `tcp`, `udp`, `sctp`, `reverse` and `bidirectional` count by their
-// presence, whatever their value.
+// presence, whatever their value. Numbers are read as iperf3 reads them (cJSON's valueint, then
+// the server's `int` field: "time":4294967297 is 1), so the proxy and the server see the same
+// test.
 struct TestParams {
   Transport transport = Transport::Tcp;
   TestMode mode = TestMode::Forward;
   int streams_per_direction = 1;  // `parallel`
-  std::int64_t duration_s = 10;   // `time`; 0 when the test ends on bytes or blocks
+  // `time` and `omit` as the server's `int` fields hold them (negative ones included). Kept in
+  // 64 bits so that sums and products of them and the proxy's own limits cannot overflow.
+  std::int64_t duration_s = 10;  // `time`; 0 when the test ends on bytes or blocks
   std::int64_t omit_s = 0;
   // The client announced the proxy's role-byte extension (docs/ROLE_BYTE.md): every data
   // connection carries one byte after the cookie naming its role and index.
@@ -42,7 +46,7 @@ struct TestParams {
   std::optional<int> tos;                 // `TOS` (-S, --dscp)
   std::optional<int> window;              // `window` (-w): SO_SNDBUF and SO_RCVBUF
   std::optional<int> mss;                 // `MSS` (-M)
-  std::optional<std::uint64_t> fq_rate;   // `fqrate` (--fq-rate), bits per second
+  std::optional<std::uint64_t> fq_rate;   // `fqrate` (--fq-rate), bits per second, nonzero
   bool nodelay = false;                   // `nodelay` (-N), a presence flag
 
   int uploadStreams() const;    // client -> server data streams
@@ -57,7 +61,7 @@ inline constexpr std::string_view kRoleByteKey = "role_byte";
 
 enum class ParamsError {
   InvalidJson,     // not a JSON object
-  AmbiguousValue,  // a value iperf3 versions read differently (e.g. "reverse":1)
+  AmbiguousValue,  // a value iperf3 versions read differently (e.g. "reverse":1, "time":"5")
   BadParallel,     // `parallel` outside 1..128
 };
 

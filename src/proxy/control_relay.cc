@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cerrno>
+#include <utility>
 
 #include "net/socket_ops.h"
 #include "proto/wire.h"
@@ -90,13 +91,15 @@ void ControlRelay::stop() {
   }
 }
 
-void ControlRelay::holdClientToServer() {
+void ControlRelay::holdClientToServer(HeldOverflow overflow) {
   client_to_server_held_ = true;
+  held_overflow_ = std::move(overflow);
 }
 
 void ControlRelay::releaseClientToServer() {
   if (client_to_server_held_) {
     client_to_server_held_ = false;
+    held_overflow_ = nullptr;
     if (!stopped_) {
       flush(from_client_);
     }
@@ -197,6 +200,16 @@ bool ControlRelay::decodeAndQueue(Direction& d, std::span<const std::uint8_t> by
     stop();
     callbacks_.onControlProtocolError(*result.failure);
     return false;
+  }
+  if (&d == &from_client_ && client_to_server_held_) {
+    const std::size_t held = d.queue.size() - d.queue_head;
+    if (held > kMaxHeldBytes) {
+      stop();
+      if (auto overflow = std::exchange(held_overflow_, nullptr)) {
+        overflow(held);
+      }
+      return false;
+    }
   }
   return true;
 }

@@ -55,8 +55,13 @@ class ControlRelay {
   void stop();
 
   // Holds back everything from the client to the server (already decoded bytes included) until
-  // release: the session uses it to let test data overtake nothing at TEST_END.
-  void holdClientToServer();
+  // release: the session uses it to let test data overtake nothing at TEST_END. The codec lets
+  // a client add nothing but IPERF_DONE and CLIENT_TERMINATE to its TEST_END by then, so a held
+  // queue above kMaxHeldBytes is a client the codec did not stop: the relay stops and calls
+  // `overflow` (the session ends the test) instead of growing.
+  static constexpr std::size_t kMaxHeldBytes = 64 * 1024;
+  using HeldOverflow = std::function<void(std::size_t held)>;
+  void holdClientToServer(HeldOverflow overflow);
   void releaseClientToServer();
 
   // The same for everything from the server to the client: the session holds a UDP test's
@@ -120,6 +125,7 @@ class ControlRelay {
   bool finished_ = false;
   bool client_to_server_held_ = false;
   bool server_to_client_held_ = false;
+  HeldOverflow held_overflow_;
   ResultsTranslator translate_results_;
   Direction from_client_;
   Direction from_server_;

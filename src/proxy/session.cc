@@ -274,7 +274,11 @@ void Session::onTestEnd() {
     return;
   }
   test_end_seen_ = true;
-  control_->holdClientToServer();
+  control_->holdClientToServer([this](std::size_t held) {
+    close(CloseReason::ProtocolError,
+          fmt::format("client sent {} bytes while its TEST_END was held (cap {})", held,
+                      ControlRelay::kMaxHeldBytes));
+  });
   tcp_->drainUploads(kDrainDeadlineMs, [this] {
     if (control_ && !closed_) {
       control_->releaseClientToServer();

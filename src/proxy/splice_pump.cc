@@ -104,10 +104,21 @@ void SplicePump::pump(Direction& d) {
 }
 
 void SplicePump::drainFirstToSecond(std::function<void()> done) {
+  if (drain_started_) {
+    return;
+  }
+  drain_started_ = true;
   drained_ = std::move(done);
   quiet_ticks_ = 0;
   drain_tick_ = std::make_unique<ev::Timer>(loop_, [this] { onDrainTick(); });
   onDrainTick();
+}
+
+void SplicePump::stopDrain() {
+  if (drain_tick_) {
+    drain_tick_->disarm();
+  }
+  drained_ = nullptr;
 }
 
 void SplicePump::onDrainTick() {
@@ -135,15 +146,8 @@ void SplicePump::onDrainTick() {
   drain_tick_->armMs(kDrainTickMs);
 }
 
-void SplicePump::cancelDrain() {
-  if (drain_tick_) {
-    drain_tick_->disarm();
-  }
-  drained_ = nullptr;
-}
-
 void SplicePump::stop() {
-  cancelDrain();
+  stopDrain();
   completed_ = true;
   for (Direction* d : {&forward_, &backward_}) {
     if (d->readable) {

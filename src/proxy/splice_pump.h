@@ -46,10 +46,15 @@ class SplicePump {
   // the direction ended). Used at TEST_END: the proxy forwards the client's TEST_END only after
   // the test data sent before it has reached the server, as on a direct path, so that iperf3's
   // sender and receiver counts agree.
+  // A pump drains at most once: later calls are ignored (their `done` is never called), so
+  // nothing the peers do can restart the drain or push its end back.
   void drainFirstToSecond(std::function<void()> done);
 
-  // Ends a drain in progress without calling its `done` (the session's drain deadline passed).
-  void cancelDrain();
+  // Ends a drain in progress without calling its `done` (the owner gave up waiting): its
+  // per-tick work stops at once.
+  void stopDrain();
+
+  bool draining() const { return drain_tick_ != nullptr && drain_tick_->armed(); }
 
   // Stops all I/O at once, with no completion: the owner is closing the test, and nothing must
   // move or be counted after that.
@@ -87,6 +92,7 @@ class SplicePump {
   Direction forward_;   // first -> second
   Direction backward_;  // second -> first
   std::function<void()> drained_;
+  bool drain_started_ = false;
   int quiet_ticks_ = 0;
   std::optional<std::uint32_t> last_peer_window_;
   std::unique_ptr<ev::Timer> drain_tick_;

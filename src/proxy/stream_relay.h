@@ -27,10 +27,14 @@ class StreamRelay : public ev::DeferredDeletable {
   // Returns false if the pump could not start (no pipes); errno is set.
   bool start();
 
-  // See SplicePump::drainFirstToSecond: client-to-server bytes reach the server's TCP.
+  // See SplicePump::drainFirstToSecond: client-to-server bytes reach the server's TCP. At most
+  // once per relay.
   void drainUpload(std::function<void()> done) { pump_.drainFirstToSecond(std::move(done)); }
 
-  void cancelDrain() { pump_.cancelDrain(); }
+  // The session stopped waiting for the drain (its deadline): the pump's drain ticks stop too.
+  void stopDrain() { pump_.stopDrain(); }
+
+  bool draining() const { return pump_.draining(); }
 
   // No more I/O and no completion (the test is closing).
   void stop() { pump_.stop(); }

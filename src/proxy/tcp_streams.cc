@@ -139,7 +139,7 @@ void TcpStreams::endDrain() {
   uploads_draining_ = 0;
   drain_deadline_.disarm();
   for (const auto& relay : relays_) {
-    relay->cancelDrain();
+    relay->stopDrain();
   }
   if (auto drained = std::exchange(drained_, nullptr)) {
     drained();

@@ -286,12 +286,124 @@ TEST(TestParamsTest, HugeIntegersElsewhereDoNotBreakParsing) {
   expectParams(params, {Transport::Tcp, TestMode::Forward, 2, 10, 0, "3.12"});
 }
 
-TEST(TestParamsTest, HugeTimeSaturates) {
-  EXPECT_EQ(parseOk(R"({"time":18446744073709551615})").duration_s,
-            std::numeric_limits<std::int64_t>::max());
-  EXPECT_EQ(parseOk(R"({"time":2.5,"omit":1.9})").duration_s, 2);
-  EXPECT_EQ(parseOk(R"({"time":2.5,"omit":1.9})").omit_s, 1);
-  EXPECT_EQ(parseOk(R"({"time":"5"})").duration_s, 10);  // not a number: left at the default
+// ---- Numbers, as iperf3 reads them (issue 9) ---------------------------------------------------
+// cJSON parses a number with strtod into a double; valueint is that double truncated toward zero
+// and saturated to int64; the server's `int` field keeps its low 32 bits. The values marked
+// [3.12] were read back from Debian's iperf3 3.12 server (its -J "test_start" section) after
+// sending exactly these numbers; the others follow from the same rule.
+
+struct NumberCase {
+  std::string_view text;
+  std::int64_t as_int;  // what the server's int field holds
+};
+
+const NumberCase kNumbers[] = {
+    {"1", 1},
+    {"-1", -1},
+    {"2147483647", 2147483647},
+    {"2147483648", -2147483648LL},  // 2^31 [3.12]
+    {"-2147483649", 2147483647},    // -2^31 - 1 [3.12]
+    {"4294967297", 1},              // 2^32 + 1 [3.12]
+    {"-4294967295", 1},             // [3.12]
+    {"10000000000", 1410065408},    // 1e10 mod 2^32
+    {"1e10", 1410065408},
+    {"9007199254740993", 0},       // 2^53 + 1 is 2^53 as a double [3.12]
+    {"9007199254740995", 4},       // 2^53 + 3 rounds up to 2^53 + 4
+    {"9223372036854775807", -1},   // 2^63 - 1: 2^63 as a double, saturated [3.12]
+    {"9223372036854775808", -1},   // 2^63
+    {"18446744073709551615", -1},  // 2^64 - 1, 3.13's -1 [3.12]
+    {"-9223372036854775808", 0},   // -2^63
+    {"-9223372036854775809", 0},   // [3.12]
+    {"1e400", -1},                 // +inf, saturated [3.12]
+    {"-1e400", 0},                 // [3.12]
+    {"1e-400", 0},
+    {"2.5", 2},
+    {"1.9", 1},                  // [3.12]
+    {"-1.9", -1},                // toward zero [3.12]
+    {"4294967296.7", 0},         // [3.12]
+    {"0.99999999999999999", 1},  // strtod rounds the text to 1.0
+    {"-0", 0},
+    {"0.5e1", 5},
+};
+
+TEST(TestParamsTest, TimeAndOmitAreReadAsTheServerReadsThem) {
+  for (const NumberCase& number : kNumbers) {
+    SCOPED_TRACE(number.text);
+    const TestParams params = parseOk("{\"time\":" + std::string(number.text) +
+                                      ",\"omit\":" + std::string(number.text) + "}");
+    EXPECT_EQ(params.duration_s, number.as_int);
+    EXPECT_EQ(params.omit_s, number.as_int);
+  }
+}
+
+TEST(TestParamsTest, ParallelIsReadAsTheServerReadsIt) {
+  for (const NumberCase& number : kNumbers) {
+    SCOPED_TRACE(number.text);
+    const std::string json = "{\"parallel\":" + std::string(number.text) + "}";
+    if (number.as_int >= 1 && number.as_int <= 128) {
+      EXPECT_EQ(parseOk(json).streams_per_direction, number.as_int);
+    } else {
+      const ParamsFailure failure = parseFail(json);
+      EXPECT_EQ(failure.error, ParamsError::BadParallel);
+      EXPECT_EQ(failure.detail, "parallel=" + std::to_string(number.as_int) + " is outside 1..128");
+    }
+  }
+  // 2^32 + 128: 128 streams to every server that stores it in an int.
+  EXPECT_EQ(parseOk(R"({"parallel":4294967424})").streams_per_direction, 128);
+}
+
+// time + omit (the --max-duration check) and (cap + omit) * 1000 (the running deadline) cannot
+// overflow: both are held as the server's 32-bit ints, whatever the text said.
+TEST(TestParamsTest, DurationArithmeticCannotOverflow) {
+  for (const NumberCase& number : kNumbers) {
+    SCOPED_TRACE(number.text);
+    const TestParams params = parseOk("{\"time\":" + std::string(number.text) +
+                                      ",\"omit\":" + std::string(number.text) + "}");
+    for (const std::int64_t value : {params.duration_s, params.omit_s}) {
+      EXPECT_GE(value, std::numeric_limits<std::int32_t>::min());
+      EXPECT_LE(value, std::numeric_limits<std::int32_t>::max());
+    }
+  }
+  const TestParams huge = parseOk(R"({"time":1e400,"omit":9223372036854775807})");
+  EXPECT_EQ(huge.duration_s + huge.omit_s, -2);
+}
+
+TEST(TestParamsTest, TimeOrOmitThatIsNotANumberIsAmbiguous) {
+  // iperf3 <= 3.17 reads them through valueint anyway (true is 1, "5" is 0), 3.18+ ignore them.
+  for (const std::string_view key : {"time", "omit"}) {
+    for (const std::string_view value : {"\"5\"", "true", "false", "null", "[4]", "{}"}) {
+      const std::string json = "{\"" + std::string(key) + "\":" + std::string(value) + "}";
+      SCOPED_TRACE(json);
+      const ParamsFailure failure = parseFail(json);
+      EXPECT_EQ(failure.error, ParamsError::AmbiguousValue);
+      EXPECT_EQ(failure.detail,
+                std::string(key) + " is not a number; iperf3 versions disagree on it");
+    }
+  }
+}
+
+TEST(TestParamsTest, NumbersCjsonCannotParseAreRefused) {
+  // cJSON copies at most 63 characters of a number: a longer one fails iperf3's whole parse.
+  const std::string longest = "0." + std::string(61, '0');
+  ASSERT_EQ(longest.size(), 63u);
+  EXPECT_EQ(parseOk("{\"time\":3,\"x\":" + longest + "}").duration_s, 3);
+  const ParamsFailure failure = parseFail("{\"time\":3,\"x\":" + longest + "1}");
+  EXPECT_EQ(failure.error, ParamsError::InvalidJson);
+  EXPECT_EQ(failure.detail, "a number of more than 63 characters (iperf3 cannot parse it)");
+}
+
+TEST(TestParamsTest, NumbersBeyondDoubleRangeDoNotBreakParsing) {
+  // Infinite to cJSON, which saturates them; the document stays readable.
+  const TestParams params =
+      parseOk(R"({"tcp":true,"extra":[1e400,-1e999],"time":3,"num":1E+400,"parallel":2})");
+  EXPECT_EQ(params.duration_s, 3);
+  EXPECT_EQ(params.streams_per_direction, 2);
+  // Digits inside strings are text, whatever their length.
+  const TestParams titled = parseOk(R"({"title":"1e400 \"1e999\" )" + std::string(80, '9') +
+                                    R"(\\","time":4,"extra_data":"-1e400"})");
+  EXPECT_EQ(titled.duration_s, 4);
+  // Still not JSON after the number.
+  EXPECT_EQ(parseFail(R"({"time":1e400-5})").error, ParamsError::InvalidJson);
 }
 
 TEST(TestParamsTest, RoleByteCountsByPresence) {
@@ -355,6 +467,18 @@ TEST(TestParamsTest, SocketOptionsTheProxyAppliesToItsOwnSockets) {
   EXPECT_EQ(params.mss, 1400);
   EXPECT_EQ(params.fq_rate, 100000000U);
   EXPECT_TRUE(params.nodelay);
+}
+
+TEST(TestParamsTest, SocketOptionsAreReadAsTheServerReadsThem) {
+  // int fields: the low 32 bits; fqrate is a uint64 field: a negative valueint wraps.
+  const TestParams params =
+      parseOk(R"({"tcp":true,"TOS":4294967312,"window":4295032832,"MSS":1400.9,"fqrate":-8})");
+  EXPECT_EQ(params.tos, 16);
+  EXPECT_EQ(params.window, 65536);
+  EXPECT_EQ(params.mss, 1400);
+  EXPECT_EQ(params.fq_rate, std::numeric_limits<std::uint64_t>::max() - 7);
+  // 2^63 - 1 is 2^63 as a double: saturated, so an int field holds -1 (not applied).
+  EXPECT_FALSE(parseOk(R"({"TOS":9223372036854775807})").tos);
 }
 
 TEST(TestParamsTest, SocketOptionsAbsentOrOutOfRangeAreNotApplied) {

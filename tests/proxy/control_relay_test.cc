@@ -1,6 +1,7 @@
 // Component test: the control relay between two real TCP connections on loopback, driven by a
 // real event loop. A scripted client and server run in one thread with blocking sockets and play
-// the end of a test: EXCHANGE_RESULTS, both results messages, DISPLAY_RESULTS, IPERF_DONE.
+// a test up to TEST_END, then its end: EXCHANGE_RESULTS, both results messages,
+// DISPLAY_RESULTS, IPERF_DONE.
 
 #include "proxy/control_relay.h"
 
@@ -8,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
@@ -66,6 +68,23 @@ Bytes receiveExactly(int fd, std::size_t size) {
   return bytes;
 }
 
+const Bytes kParams = proto::encodeJsonMessage(R"({"tcp":true,"parallel":1,"time":1})");
+
+// The scripted peers, from the cookie to the client's TEST_END reaching the server.
+void playToTestEnd(int client, int server) {
+  EXPECT_EQ(receiveExactly(server, proto::kCookieSize), cookieBytes());
+  sendBytes(server, state(proto::State::ParamExchange));
+  EXPECT_EQ(receiveExactly(client, 1), state(proto::State::ParamExchange));
+  sendBytes(client, kParams);
+  EXPECT_EQ(receiveExactly(server, kParams.size()), kParams);
+  const Bytes running = concat({state(proto::State::CreateStreams), state(proto::State::TestStart),
+                                state(proto::State::TestRunning)});
+  sendBytes(server, running);
+  EXPECT_EQ(receiveExactly(client, running.size()), running);
+  sendBytes(client, state(proto::State::TestEnd));
+  EXPECT_EQ(receiveExactly(server, 1), state(proto::State::TestEnd));
+}
+
 Bytes receiveUntilEof(int fd) {
   Bytes bytes;
   std::uint8_t buffer[4096];
@@ -97,7 +116,7 @@ class ControlRelayTest : public ::testing::Test, public ControlRelayCallbacks {
     const Bytes client_results = proto::encodeJsonMessage(R"({"from":"client"})");
     Bytes client_received;
     std::thread peers([&] {
-      EXPECT_EQ(receiveExactly(server_.get(), proto::kCookieSize), cookieBytes());
+      playToTestEnd(client_.get(), server_.get());
       sendBytes(server_.get(), state(proto::State::ExchangeResults));
       EXPECT_EQ(receiveExactly(client_.get(), 1), state(proto::State::ExchangeResults));
       sendBytes(client_.get(), client_results);
@@ -124,6 +143,9 @@ class ControlRelayTest : public ::testing::Test, public ControlRelayCallbacks {
   }
 
   void onControlEvent(const proto::ControlEvent& event) override {
+    if (on_event_) {
+      on_event_(event);
+    }
     if (const auto* results = std::get_if<proto::ResultsReceived>(&event)) {
       if (results->from == proto::Side::Server) {
         server_results_captured_ = results->json;
@@ -148,6 +170,7 @@ class ControlRelayTest : public ::testing::Test, public ControlRelayCallbacks {
   UniqueFd server_;
   std::unique_ptr<ControlRelay> relay_;
   std::optional<std::string> server_results_captured_;
+  std::function<void(const proto::ControlEvent&)> on_event_;
 };
 
 const std::string kServerResults = R"({"from":"server","server_output_text":"report"})";
@@ -178,7 +201,8 @@ TEST_F(ControlRelayTest, TranslatedResultsReplaceTheServersInPlaceWhateverTheSpl
   EXPECT_EQ(seen, kServerResults);
   EXPECT_EQ(received,
             concat({proto::encodeJsonMessage(replacement), state(proto::State::DisplayResults)}));
-  EXPECT_EQ(relay_->bytesFromServer(), 1 + server_message.size() + 1);
+  // PARAM_EXCHANGE .. TEST_RUNNING, EXCHANGE_RESULTS, the message, DISPLAY_RESULTS.
+  EXPECT_EQ(relay_->bytesFromServer(), 5 + server_message.size() + 1);
 }
 
 TEST_F(ControlRelayTest, ATranslatorThatDeclinesLeavesTheServersBytes) {
@@ -187,6 +211,65 @@ TEST_F(ControlRelayTest, ATranslatorThatDeclinesLeavesTheServersBytes) {
   const Bytes received = playTestEnd({server_message, state(proto::State::DisplayResults)});
   EXPECT_EQ(received, concat({server_message, state(proto::State::DisplayResults)}));
   EXPECT_EQ(server_results_captured_, kServerResults);
+}
+
+// Issue 9: while TEST_END is held for the upload drain, the client's queue to the server does
+// not grow past its cap. The codec leaves a client nothing to add to a held TEST_END but two
+// state bytes, so the test holds earlier, where the client still owes its (large) params.
+TEST(ControlRelayHoldTest, AHeldQueueAboveItsCapEndsTheRelayInsteadOfGrowing) {
+  struct Callbacks : ControlRelayCallbacks {
+    std::function<void(const proto::ControlEvent&)> on_event;
+
+    void onControlEvent(const proto::ControlEvent& event) override { on_event(event); }
+
+    void onControlProtocolError(const proto::CodecFailure& failure) override {
+      ADD_FAILURE() << "protocol error: " << failure.detail;
+    }
+
+    void onControlError(proto::Side, int error) override { ADD_FAILURE() << "error " << error; }
+
+    void onControlFinished() override { ADD_FAILURE() << "finished"; }
+  } callbacks;
+
+  ev::EventLoop loop;
+  auto [client, proxy_client_side] = testing::tcpPair();
+  auto [server, proxy_server_side] = testing::tcpPair();
+  proto::CodecLimits limits;
+  limits.max_params_json = 1 << 20;
+  ControlRelay relay(loop, std::move(proxy_client_side), std::move(proxy_server_side), limits,
+                     callbacks);
+  std::optional<std::size_t> overflow_at;
+  callbacks.on_event = [&](const proto::ControlEvent& event) {
+    const auto* received = std::get_if<proto::StateReceived>(&event);
+    if (received != nullptr && received->state == proto::State::ParamExchange) {
+      relay.holdClientToServer([&](std::size_t held) {
+        overflow_at = held;
+        loop.stop();
+      });
+    }
+  };
+  const Bytes params = proto::encodeJsonMessage("{\"x\":\"" + std::string(200 * 1024, 'x') + "\"}");
+  std::thread peers([&] {
+    EXPECT_EQ(receiveExactly(server.get(), proto::kCookieSize), cookieBytes());
+    sendBytes(server.get(), state(proto::State::ParamExchange));
+    EXPECT_EQ(receiveExactly(client.get(), 1), state(proto::State::ParamExchange));
+    // The relay stops reading at the cap: the rest may never be taken.
+    (void)::send(client.get(), params.data(), params.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  });
+  ev::Timer deadline(loop, [&] {
+    ADD_FAILURE() << "no overflow";
+    loop.stop();
+  });
+  deadline.armMs(10'000);
+  relay.start(cookieBytes());
+  loop.run();
+  peers.join();
+  ASSERT_TRUE(overflow_at.has_value());
+  EXPECT_GT(*overflow_at, ControlRelay::kMaxHeldBytes);
+  // Nothing of the held bytes reached the server.
+  EXPECT_EQ(relay.bytesFromClient(), proto::kCookieSize + *overflow_at);
+  std::uint8_t byte = 0;
+  EXPECT_EQ(::recv(server.get(), &byte, 1, MSG_DONTWAIT), -1);
 }
 
 }  // namespace

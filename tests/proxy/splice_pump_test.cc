@@ -197,5 +197,49 @@ TEST_F(SplicePumpTest, ResetFromOnePeerEndsThePumpWithAnError) {
   EXPECT_FALSE(completion_.at_first);
 }
 
+// Issue 9: the drain at TEST_END starts once per pump. A later call neither restarts it (new
+// ticks, a new quiet period) nor is ever called back.
+TEST_F(SplicePumpTest, DrainsOnlyOnce) {
+  const std::vector<std::uint8_t> data(64 * 1024, 'x');
+  ASSERT_EQ(::send(client_.get(), data.data(), data.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(data.size()));
+  int first = 0;
+  int later = 0;
+  pump_->drainFirstToSecond([&] {
+    ++first;
+    loop_.stop();
+  });
+  pump_->drainFirstToSecond([&] { ++later; });
+  ev::Timer deadline(loop_, [this] {
+    ADD_FAILURE() << "the drain did not end";
+    loop_.stop();
+  });
+  deadline.armMs(10'000);
+  loop_.run();
+  EXPECT_EQ(first, 1);
+  EXPECT_FALSE(pump_->draining());
+  pump_->drainFirstToSecond([&] { ++later; });
+  EXPECT_FALSE(pump_->draining());
+  EXPECT_EQ(later, 0);
+  EXPECT_EQ(pump_->bytesFirstToSecond(), data.size());
+}
+
+// When the session stops waiting (its drain deadline), the pump's drain ticks stop with it and
+// its callback is dropped.
+TEST_F(SplicePumpTest, AStoppedDrainTicksNoMore) {
+  bool called = false;
+  pump_->drainFirstToSecond([&] { called = true; });
+  ASSERT_TRUE(pump_->draining());  // a few quiet ticks are needed before it ends by itself
+  pump_->stopDrain();
+  EXPECT_FALSE(pump_->draining());
+  // Long enough for an unstopped drain to have ended (DrainsOnlyOnce) several times over.
+  ev::Timer later(loop_, [this] { loop_.stop(); });
+  later.armMs(100);
+  loop_.run();
+  EXPECT_FALSE(called);
+  EXPECT_FALSE(pump_->draining());
+  EXPECT_FALSE(done_);
+}
+
 }  // namespace
 }  // namespace iperf3proxy::proxy
