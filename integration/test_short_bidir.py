@@ -42,8 +42,8 @@ TEST_RUNNING (three busy processes on a shared 2-core host) a -n 10M client can 
 whole test into those buffers and end it before the server's first bytes arrive; directly it
 would have waited for the server. The proxy bounds what it holds unsent (128 KiB per
 connection) and relays the first bytes within about a millisecond once their role is certain,
-but cannot give the server a CPU: on this 2-core host at load 10 about 1 run in 150 still
-lost a stream (before this was fixed, about 1 in 10; bench/README.md). So a proxied run in
+but cannot give the server a CPU: on this 2-core host at load 10, 2 runs in 150 still lost a
+stream (before this was fixed, 10 in 150; direct, none; bench/README.md). So a proxied run in
 which a stream within reach moved no data is repeated up to REPEATS times, with a warning that
 shows it, and the last repeat counts: a proxy that loses streams by itself still fails.
 
