@@ -601,9 +601,13 @@ def bidir_problems(result: ClientResult, parallel: int, min_ratio: float = 0.5) 
     return problems
 
 
-def bidir_args(parallel: int, seconds: int = 3, rcv_timeout_ms: Optional[int] = 2000) -> list[str]:
-    """Client arguments for a `--bidir` test. --rcv-timeout exists on 3.10+ clients."""
-    args = ["--bidir", "-P", str(parallel), "-t", str(seconds)]
+def bidir_args(parallel: int, seconds: int = 3, rcv_timeout_ms: Optional[int] = 2000,
+               ending: Optional[Sequence[str]] = None) -> list[str]:
+    """Client arguments for a `--bidir` test. --rcv-timeout exists on 3.10+ clients.
+
+    `ending`: what ends the test instead of `-t seconds`, e.g. ["-n", "1M"] or ["-k", "1"].
+    """
+    args = ["--bidir", "-P", str(parallel), *(ending or ["-t", str(seconds)])]
     if rcv_timeout_ms is not None:
         args += ["--rcv-timeout", str(rcv_timeout_ms)]
     return args

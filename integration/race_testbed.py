@@ -365,9 +365,12 @@ class LateHandshakeRule:
 
 
 def client_args(parallel: int, seconds: int = 3, rcv_timeout_ms: Optional[int] = 2000,
-                family: int = 4, udp: bool = False, bitrate: Optional[str] = None) -> list[str]:
-    """`iperf3 -c` arguments (after -c HOST -p PORT -J) of a --bidir test case."""
-    args = client_family_args(family) + harness.bidir_args(parallel, seconds, rcv_timeout_ms)
+                family: int = 4, udp: bool = False, bitrate: Optional[str] = None,
+                ending: Optional[Iterable[str]] = None) -> list[str]:
+    """`iperf3 -c` arguments (after -c HOST -p PORT -J) of a --bidir test case; `ending`
+    (e.g. ["-n", "1M"]) ends it instead of `-t seconds`."""
+    args = client_family_args(family) + harness.bidir_args(
+        parallel, seconds, rcv_timeout_ms, list(ending) if ending else None)
     if udp:
         args += ["-u"]
     if bitrate:
@@ -405,7 +408,8 @@ def run_case(parallel: int, late: Iterable[int], *, family: int = 4, udp: bool =
              proxy: Optional[os.PathLike] = None, direct: bool = True, seconds: int = 3,
              rcv_timeout_ms: Optional[int] = 2000, bitrate: Optional[str] = None,
              client_timeout: float = 15.0, extra_drops: int = 0,
-             log_dir: Optional[os.PathLike] = None, label: str = "") -> CaseRun:
+             log_dir: Optional[os.PathLike] = None, label: str = "",
+             ending: Optional[Iterable[str]] = None) -> CaseRun:
     """Run one `iperf3 --bidir` client against a fresh server in a fresh namespace.
 
     direct=True: client -> iperf3 -s, rule on the server's port. direct=False: client ->
@@ -415,10 +419,11 @@ def run_case(parallel: int, late: Iterable[int], *, family: int = 4, udp: bool =
     loopback(family).
     The rule's hit check is done here, against the number of TCP connections the test
     opens (control + 2N data connections for TCP, the control connection alone for UDP).
+    `ending`: client arguments that end the test instead of `-t seconds` (e.g. ["-k", "1"]).
     """
     late = frozenset(late)
     host = loopback(family)
-    args = client_args(parallel, seconds, rcv_timeout_ms, family, udp, bitrate)
+    args = client_args(parallel, seconds, rcv_timeout_ms, family, udp, bitrate, ending)
     connections = 1 if udp else 1 + 2 * parallel
     with NetNamespace(label or ("direct" if direct else "proxied")) as ns:
         server_port = harness.free_port(ns.name)

@@ -13,8 +13,12 @@ namespace {
 
 constexpr std::size_t kSpliceChunk = 1 << 20;
 // Rounds per wake-up before yielding to other connections (events are level-triggered, so
-// whatever is left fires again at once).
-constexpr int kRoundsPerWakeup = 8;
+// whatever is left fires again at once). One round, at most a pipe's worth: a connection that
+// just became ready (a new pairing's first bytes, a role's evidence) then waits behind at most
+// that much per busy relay. In a --bidir -P 4 test the server's first bytes waited in the proxy
+// 0.8 ms (p50) after their role was certain with one round, 2.7 ms with eight, at the same
+// throughput (bench/README.md, "First bytes of a --bidir test").
+constexpr int kRoundsPerWakeup = 1;
 // While draining: how often to look, and how many consecutive quiet looks count as drained.
 // Quiet means nothing readable from the client, nothing in the pipe, nothing unacknowledged by
 // the server, and the server's advertised window unchanged: it grows while the server is still

@@ -1,5 +1,7 @@
 #include "proxy/stream_dialer.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -12,6 +14,13 @@ namespace {
 // How often to look at the unacknowledged byte count while waiting: the wait is about one
 // round trip, so a millisecond keeps the added delay negligible on any network.
 constexpr long kAckPollMs = 1;
+
+// Test data the proxy may hold unsent toward the server on a data connection
+// (TCP_NOTSENT_LOWAT; bytes in flight are not limited, so throughput is not). Beyond it the relay
+// stops reading from the client, which then feels the server's pace as on a direct path instead
+// of running megabytes ahead into the proxy's buffers: a short --bidir client that ran ahead
+// would end its test before the server's first bytes reached it.
+constexpr int kUnsentLimit = 128 * 1024;
 
 }  // namespace
 
@@ -77,6 +86,9 @@ void StreamDialer::onConnected() {
     return;
   }
   net::setNoDelay(current_.get());
+  // Best effort: without it the proxy only buffers more.
+  (void)::setsockopt(current_.get(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &kUnsentLimit,
+                     sizeof(kUnsentLimit));
   const auto& bytes = cookie_.bytes();
   const ssize_t n = ::send(current_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   if (n != static_cast<ssize_t>(bytes.size())) {

@@ -24,7 +24,10 @@ namespace iperf3proxy::proxy {
 // of the same role. It dials one backend connection per client connection (StreamDialer: the
 // server's accept order is the dial order, so backend roles are certain), gathers the evidence
 // for the client's roles (a role byte, read; or test data, only peeked at), feeds both sides to
-// the pure RoleResolver and hands every certain pairing to the session to relay.
+// the pure RoleResolver and hands each pairing to the session the moment it is certain.
+//
+// A connection that closes (EOF) before it is paired is a normal end of a short test: it stays,
+// its bytes and its EOF in the socket, until it is paired or the test ends.
 class StreamPairing {
  public:
   struct Callbacks {
@@ -32,7 +35,8 @@ class StreamPairing {
     std::function<void(roles::Flow flow, net::UniqueFd client, net::UniqueFd server)> on_paired;
     // Every data connection of the test has been paired (after the last on_paired).
     std::function<void()> on_all_paired;
-    // The test cannot go on (a connection closed before it could be paired, a dial failed).
+    // The test cannot go on (an error on a connection not paired yet, no role byte, a dial
+    // failed).
     std::function<void(CloseReason reason, std::string detail)> on_failed;
   };
 
@@ -89,8 +93,8 @@ class StreamPairing {
   void onServerStreamReadable(roles::StreamId id);
   void watch(PendingStream& stream, std::function<void()> on_readable);
   PendingStream* find(Streams& streams, roles::StreamId id);
-  // Whether test data waits on a watched connection (peeked, never consumed). On EOF or an error
-  // the test fails, naming `who` (client or backend).
+  // Whether test data waits on a watched connection (peeked, never consumed). EOF stops the
+  // watch and is no evidence; an error fails the test, naming `who` (client or backend).
   bool peekedTestData(Streams& streams, roles::StreamId id, std::string_view who);
   void retireWatch(PendingStream& stream);
   void settle(const std::vector<roles::Pairing>& pairs);

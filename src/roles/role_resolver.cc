@@ -8,8 +8,7 @@ namespace iperf3proxy::roles {
 namespace {
 
 constexpr std::uint8_t kDownloadBit = 0x80;
-constexpr std::uint8_t kIndexMask = 0x7f;
-constexpr std::size_t kRoleByteIndexes = std::size_t{kIndexMask} + 1;
+constexpr std::size_t kRoleByteIndexes = std::size_t{kRoleByteIndexMask} + 1;
 constexpr int kPortSpace = 65536;
 // Linux's default ephemeral port range (net.ipv4.ip_local_port_range). When every port of a test
 // lies inside it, the allocator wraps from its top to its bottom, not from 65535 to 0.
@@ -19,6 +18,7 @@ constexpr int kLinuxEphemeralHigh = 60999;
 constexpr int kMaxStreamsPerFlow = std::numeric_limits<int>::max() / 2;
 // iperf3 allows -P 128, so --bidir has at most 256 streams; more are allocated on demand.
 constexpr int kUsualMaxStreams = 256;
+constexpr std::size_t kNoClient = std::numeric_limits<std::size_t>::max();
 
 struct PortEntry {
   std::uint16_t port;
@@ -65,12 +65,12 @@ int clampStreamCount(int count) {
 
 RoleByte decodeRoleByte(std::uint8_t byte) {
   return RoleByte{(byte & kDownloadBit) != 0 ? Flow::Download : Flow::Upload,
-                  static_cast<std::uint8_t>(byte & kIndexMask)};
+                  static_cast<std::uint8_t>(byte & kRoleByteIndexMask)};
 }
 
 std::uint8_t encodeRoleByte(RoleByte role) {
   const std::uint8_t flow_bit = role.flow == Flow::Download ? kDownloadBit : std::uint8_t{0};
-  return static_cast<std::uint8_t>(flow_bit | (role.index & kIndexMask));
+  return static_cast<std::uint8_t>(flow_bit | (role.index & kRoleByteIndexMask));
 }
 
 RoleResolver::RoleResolver(int upload_streams, int download_streams)
@@ -102,6 +102,19 @@ void RoleResolver::addClientStream(StreamId id,
       // More role bytes claim this flow than it has streams: this one cannot be relied on, so the
       // stream is resolved like one without a role byte.
       stream.role_byte.reset();
+    }
+  }
+  if (allClientStreamsArrived()) {
+    // The last one: every stream's place in the creation order is known from now on.
+    std::vector<PortEntry> entries;
+    entries.reserve(clients_.size());
+    for (std::size_t i = 0; i < clients_.size(); ++i) {
+      entries.push_back(PortEntry{clients_[i].source_port, i});
+    }
+    creation_order_ = circularPortOrder(std::move(entries));
+    creation_place_.assign(clients_.size(), 0);
+    for (std::size_t place = 0; place < creation_order_.size(); ++place) {
+      creation_place_[creation_order_[place]] = static_cast<int>(place);
     }
   }
   inferFlows();
@@ -316,13 +329,85 @@ void RoleResolver::dropUnpairedGuesses() {
 
 void RoleResolver::releaseCertain() {
   for (const Flow flow : {Flow::Upload, Flow::Download}) {
-    const std::size_t slot = flowSlot(flow);
-    const int expected = expectedStreams(flow);
-    if (paired_[slot] < expected && countServers(flow) == expected &&
-        known_[slot] - guessed_[slot] == expected) {
-      pairFlow(flow);
+    if (flowCertain(flow)) {
+      // The whole flow is known: it is ranked as a whole, the way the rest is paired below.
+      const std::vector<std::size_t> ranked = rankedClients(flow);
+      for (std::size_t rank = 0; rank < ranked.size(); ++rank) {
+        ClientStream& client = clients_[ranked[rank]];
+        ServerStream* server = serverAt(flow, static_cast<int>(rank));
+        if (!client.paired && server != nullptr && !server->paired) {
+          pair(client, *server);
+        }
+      }
+      if (countServers(flow) == expectedStreams(flow)) {
+        // Whatever an earlier, narrower view ranked differently takes the server streams left.
+        pairFlow(flow);
+      }
+      continue;
+    }
+    const IndexClaims claims = indexClaims(flow);
+    for (std::size_t i = 0; i < clients_.size(); ++i) {
+      ClientStream& client = clients_[i];
+      if (client.paired || client.flow != flow || client.guessed) {
+        continue;
+      }
+      const std::optional<int> rank = certainRank(i, claims);
+      ServerStream* server = rank ? serverAt(flow, *rank) : nullptr;
+      if (server != nullptr && !server->paired) {
+        pair(client, *server);
+      }
     }
   }
+}
+
+RoleResolver::IndexClaims RoleResolver::indexClaims(Flow flow) const {
+  IndexClaims claims{};
+  for (const ClientStream& stream : clients_) {
+    if (stream.flow == flow && stream.role_byte && stream.role_byte->flow == flow) {
+      ++claims[stream.role_byte->index];
+    }
+  }
+  return claims;
+}
+
+std::optional<int> RoleResolver::certainRank(std::size_t index, const IndexClaims& claims) const {
+  const ClientStream& stream = clients_[index];
+  const Flow flow = *stream.flow;
+  const int expected = expectedStreams(flow);
+  const std::optional<RoleByte>& role = stream.role_byte;
+  if (role && role->flow == flow && role->index < expected && claims[role->index] == 1) {
+    return role->index;
+  }
+  if (creation_place_.empty()) {
+    return std::nullopt;
+  }
+  // The client creates all its senders, then all its receivers (§3.1): a sender's place in the
+  // creation order is its rank, a receiver's comes after every sender's. A place outside the
+  // stream's flow means the ports do not follow creation here; the whole flow then decides.
+  const int place = creation_place_[index];
+  const int rank = flow == Flow::Upload ? place : place - uploads_;
+  return rank >= 0 && rank < expected ? std::optional<int>(rank) : std::nullopt;
+}
+
+RoleResolver::ServerStream* RoleResolver::serverAt(Flow flow, int rank) {
+  if (rank < 0 || rank >= expectedStreams(flow)) {
+    return nullptr;
+  }
+  // Accept order: the server's receivers (client uploads) first (§3.5).
+  const auto index = static_cast<std::size_t>(flow == Flow::Upload ? rank : uploads_ + rank);
+  return index < servers_.size() ? &servers_[index] : nullptr;
+}
+
+void RoleResolver::pair(ClientStream& client, ServerStream& server) {
+  client.paired = true;
+  server.paired = true;
+  ++paired_[flowSlot(*client.flow)];
+  settled_.push_back(Pairing{client.id, server.id, *client.flow, client.guessed});
+}
+
+bool RoleResolver::flowCertain(Flow flow) const {
+  const std::size_t slot = flowSlot(flow);
+  return known_[slot] - guessed_[slot] == expectedStreams(flow);
 }
 
 void RoleResolver::pairFlow(Flow flow) {
@@ -342,48 +427,56 @@ void RoleResolver::pairFlow(Flow flow) {
     if (server == servers_.end()) {
       return;
     }
-    client.paired = true;
-    server->paired = true;
-    ++paired_[slot];
-    settled_.push_back(Pairing{client.id, server->id, flow, client.guessed});
+    pair(client, *server);
   }
 }
 
 std::vector<std::size_t> RoleResolver::rankedClients(Flow flow) const {
-  // The role-byte index is the client's own creation rank, but only if every stream of the flow
-  // has a distinct, in-range one; otherwise source ports give the creation order.
-  constexpr std::size_t kNoClient = std::numeric_limits<std::size_t>::max();
-  std::array<std::size_t, kRoleByteIndexes> by_index{};
+  std::vector<std::size_t> ranked;
+  if (rankedByRoleBytes(flow)) {
+    // The role-byte index is the client's own creation rank.
+    std::array<std::size_t, kRoleByteIndexes> by_index{};
+    std::fill(by_index.begin(), by_index.end(), kNoClient);
+    for (std::size_t i = 0; i < clients_.size(); ++i) {
+      if (clients_[i].flow == flow) {
+        by_index[clients_[i].role_byte->index] = i;
+      }
+    }
+    std::copy_if(by_index.begin(), by_index.end(), std::back_inserter(ranked),
+                 [](std::size_t i) { return i != kNoClient; });
+    return ranked;
+  }
+  if (!creation_order_.empty()) {
+    // Ranked within the order of all the client's streams, so that a rank given to one stream
+    // before its flow was complete stays the same.
+    std::copy_if(creation_order_.begin(), creation_order_.end(), std::back_inserter(ranked),
+                 [&](std::size_t i) { return clients_[i].flow == flow; });
+    return ranked;
+  }
+  std::vector<PortEntry> entries;
+  for (std::size_t i = 0; i < clients_.size(); ++i) {
+    if (clients_[i].flow == flow) {
+      entries.push_back(PortEntry{clients_[i].source_port, i});
+    }
+  }
+  return circularPortOrder(std::move(entries));
+}
+
+bool RoleResolver::rankedByRoleBytes(Flow flow) const {
   const std::size_t index_limit =
       std::min(static_cast<std::size_t>(expectedStreams(flow)), kRoleByteIndexes);
-  std::fill_n(by_index.begin(), index_limit, kNoClient);
-  bool by_role_byte = true;
-  std::vector<PortEntry> entries;
-  entries.reserve(clients_.size());
-  for (std::size_t i = 0; i < clients_.size(); ++i) {
-    const ClientStream& stream = clients_[i];
+  std::array<bool, kRoleByteIndexes> taken{};
+  for (const ClientStream& stream : clients_) {
     if (stream.flow != flow) {
       continue;
     }
-    entries.push_back(PortEntry{stream.source_port, i});
     const std::optional<RoleByte>& role = stream.role_byte;
-    by_role_byte = by_role_byte && role && role->flow == flow && role->index < index_limit &&
-                   by_index[role->index] == kNoClient;
-    if (by_role_byte) {
-      by_index[role->index] = i;
+    if (!role || role->flow != flow || role->index >= index_limit || taken[role->index]) {
+      return false;
     }
+    taken[role->index] = true;
   }
-  if (!by_role_byte) {
-    return circularPortOrder(std::move(entries));
-  }
-  std::vector<std::size_t> ranked;
-  ranked.reserve(entries.size());
-  for (std::size_t index = 0; index < index_limit; ++index) {
-    if (by_index[index] != kNoClient) {
-      ranked.push_back(by_index[index]);
-    }
-  }
-  return ranked;
+  return true;
 }
 
 }  // namespace iperf3proxy::roles

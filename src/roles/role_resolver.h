@@ -25,6 +25,9 @@ struct RoleByte {
   std::uint8_t index;  // 0..127
 };
 
+// Bits 0..6 of a role byte.
+inline constexpr std::uint8_t kRoleByteIndexMask = 0x7f;
+
 RoleByte decodeRoleByte(std::uint8_t byte);
 std::uint8_t encodeRoleByte(RoleByte role);
 
@@ -46,13 +49,17 @@ struct Pairing {
 //
 // Client side: the proxy's own accept order is as unreliable as the server's would be, so client
 // roles come, in this order of trust, from a role byte, from what the client does (a client sender
-// carries test data as soon as the test runs, a client receiver never writes), and only as a
-// deadline fallback from source-port order. Source-port order (creation order; the client creates
-// senders first) is otherwise used only to rank connections within one flow, so that stream ids
-// line up with the server's and per-stream results stay with their own streams.
+// carries test data as soon as the test runs, a client receiver never writes), from counting (once
+// every sender is known, the rest receive), and only as a deadline fallback from source-port order.
 //
-// A pairing is released only once it is certain; the caller must not forward a byte on a
-// connection before it has been paired.
+// Within a flow, a connection's rank (which of the server's connections of that flow it joins, so
+// that stream ids and per-stream results line up) comes from its role-byte index, else from its
+// place in the client's creation order as source ports show it (senders were created first).
+//
+// Each connection is paired on its own, the moment its flow is certain and its rank and the
+// server's connection of that rank are known; it does not wait for the rest of its flow (a short
+// test may end before the rest shows its role). A pairing is released only once it is certain;
+// the caller must not forward a byte on a connection before it has been paired.
 class RoleResolver {
  public:
   RoleResolver(int upload_streams, int download_streams);
@@ -136,22 +143,42 @@ class RoleResolver {
   void inferFlows();
   // Forgets every guessed flow not yet paired (new evidence contradicts the guesses).
   void dropUnpairedGuesses();
-  // Pairs every flow whose client and server sides are complete and certain.
+  // Pairs every client stream whose flow is certain and whose rank and server stream are known;
+  // then, in every flow whose client and server sides are complete and certain, the rest.
   void releaseCertain();
+  // How many client streams of a flow claim each role-byte index.
+  using IndexClaims = std::array<int, std::size_t{kRoleByteIndexMask} + 1>;
+  IndexClaims indexClaims(Flow flow) const;
+  // The rank of client stream clients_[index], whose flow is certain, within that flow, if it is
+  // known yet: its role-byte index if no other stream claims it, else its place in the creation
+  // order if that lies within its flow.
+  std::optional<int> certainRank(std::size_t index, const IndexClaims& claims) const;
+  // The server stream of `flow` at `rank` in accept order, if it has arrived.
+  ServerStream* serverAt(Flow flow, int rank);
+  void pair(ClientStream& client, ServerStream& server);
+  bool flowCertain(Flow flow) const;
   // Pairs, by rank, as many unpaired client and server streams of `flow` as both sides allow.
   void pairFlow(Flow flow);
   // Indices into clients_ of the client streams of `flow`, in creation order (rank 0 first).
   std::vector<std::size_t> rankedClients(Flow flow) const;
+  // Whether every client stream of `flow` carries a distinct role-byte index in range (the
+  // indexes then rank the flow).
+  bool rankedByRoleBytes(Flow flow) const;
 
   int uploads_;
   int downloads_;
   std::vector<ClientStream> clients_;  // in arrival order
   std::vector<ServerStream> servers_;  // in accept order
-  std::vector<Pairing> settled_;       // not yet taken
-  PerFlow known_{};                    // client streams with a flow, guessed or not
-  PerFlow guessed_{};                  // client streams whose flow is guessed
-  PerFlow paired_{};                   // pairings made
-  int ignored_client_data_ = 0;        // clientSentData() calls contradicting known roles
+  // Indices into clients_ in the client's creation order as source ports show it, and each
+  // stream's place in it; filled once every client stream has arrived (a place means nothing
+  // before that).
+  std::vector<std::size_t> creation_order_;
+  std::vector<int> creation_place_;  // by index into clients_
+  std::vector<Pairing> settled_;     // not yet taken
+  PerFlow known_{};                  // client streams with a flow, guessed or not
+  PerFlow guessed_{};                // client streams whose flow is guessed
+  PerFlow paired_{};                 // pairings made
+  int ignored_client_data_ = 0;      // clientSentData() calls contradicting known roles
 };
 
 }  // namespace iperf3proxy::roles

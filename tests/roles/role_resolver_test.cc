@@ -115,15 +115,77 @@ int expectedMisordered(const std::vector<int>& arrival) {
 
 enum class Evidence { DataOnly, RoleBytesAndData, RoleBytesOnly };
 
+// What a --bidir -P n test has shown the resolver so far, and which pairings that makes certain.
+// Client stream Ck's rank is k within its flow; it joins the server stream with accept index k.
+struct BidirFacts {
+  int n;
+  bool role_bytes;
+  std::vector<bool> arrived;  // by creation index
+  std::vector<bool> sent;     // by creation index
+  int servers = 0;            // server streams added so far (accept indexes 0..servers-1)
+
+  BidirFacts(int streams_per_flow, bool with_role_bytes)
+      : n(streams_per_flow),
+        role_bytes(with_role_bytes),
+        arrived(static_cast<std::size_t>(2 * n), false),
+        sent(static_cast<std::size_t>(2 * n), false) {}
+
+  bool allArrived() const { return std::count(arrived.begin(), arrived.end(), true) == 2 * n; }
+
+  bool allSendersSent() const { return std::count(sent.begin(), sent.begin() + n, true) == n; }
+
+  // Ck must be paired now: its flow is certain (role byte; its own data; or, for a receiver,
+  // every sender's data), its rank is known (role byte; or its place among all the client's
+  // streams once all have arrived) and the server stream of that rank exists.
+  bool mustBePaired(int k) const {
+    const auto i = static_cast<std::size_t>(k);
+    if (!arrived[i] || servers <= k) {
+      return false;
+    }
+    if (role_bytes) {
+      return true;
+    }
+    const bool flow_certain = k < n ? sent[i] : allSendersSent();
+    return flow_certain && allArrived();
+  }
+};
+
+// Takes what the resolver released and checks that it is exactly what the facts make certain:
+// every pairing at the earliest moment, none before. Returns a problem or "".
+std::string takeAndCheck(RoleResolver& resolver,
+                         const BidirFacts& facts,
+                         std::vector<Pairing>& pairings,
+                         const std::string& after) {
+  collect(pairings, resolver.takeSettled());
+  std::vector<bool> paired(static_cast<std::size_t>(2 * facts.n), false);
+  for (const Pairing& pairing : pairings) {
+    const auto creation = static_cast<std::size_t>(pairing.client - kClientBase);
+    if (creation < paired.size()) {
+      paired[creation] = true;
+    }
+  }
+  for (int k = 0; k < 2 * facts.n; ++k) {
+    if (paired[static_cast<std::size_t>(k)] != facts.mustBePaired(k)) {
+      return "after " + after + ": C" + std::to_string(k) +
+             (facts.mustBePaired(k) ? " is not paired yet" : " was paired too early");
+    }
+  }
+  return "";
+}
+
 // One --bidir -P n test: client streams arrive in `arrival` order, the proxy dials one backend
-// stream per arrival, then the client's senders start sending (in reverse creation order).
-// Pairings accumulate inside the resolver until taken, so taking them only at the points where the
-// test expects a change still proves that nothing was released earlier.
+// stream per arrival (all of them at once, or the second half only after the client's senders
+// have sent, `late_servers`), then the client's senders send (in reverse creation order). After
+// every step the released pairings must be exactly the certain ones (BidirFacts).
 std::string runBidir(const std::vector<int>& arrival,
                      int n,
                      Evidence evidence,
-                     std::uint16_t first_port) {
+                     std::uint16_t first_port,
+                     bool late_servers = false) {
   RoleResolver resolver(n, n);
+  BidirFacts facts(n, evidence != Evidence::DataOnly);
+  std::vector<Pairing> pairings;
+  const int servers_at_once = late_servers ? n : 2 * n;
   for (std::size_t j = 0; j < arrival.size(); ++j) {
     const int k = arrival[j];
     std::optional<RoleByte> role_byte;
@@ -131,24 +193,42 @@ std::string runBidir(const std::vector<int>& arrival,
       role_byte = RoleByte{k < n ? Flow::Upload : Flow::Download, static_cast<std::uint8_t>(k % n)};
     }
     resolver.addClientStream(clientId(k), portOf(first_port, k), role_byte);
-    resolver.addServerStream(serverId(static_cast<int>(j)));
+    facts.arrived[static_cast<std::size_t>(k)] = true;
+    if (std::string problem = takeAndCheck(resolver, facts, pairings, "C" + std::to_string(k));
+        !problem.empty()) {
+      return problem;
+    }
+    if (static_cast<int>(j) < servers_at_once) {
+      resolver.addServerStream(serverId(static_cast<int>(j)));
+      ++facts.servers;
+      if (std::string problem = takeAndCheck(resolver, facts, pairings, "S" + std::to_string(j));
+          !problem.empty()) {
+        return problem;
+      }
+    }
   }
-  if (!resolver.allClientStreamsArrived() || !resolver.allServerStreamsArrived()) {
-    return "not all streams counted as arrived";
-  }
-  std::vector<Pairing> pairings = resolver.takeSettled();
-  if (evidence == Evidence::DataOnly && !pairings.empty()) {
-    return "paired before the client sent any data";
+  if (!resolver.allClientStreamsArrived()) {
+    return "not all client streams counted as arrived";
   }
   if (evidence != Evidence::RoleBytesOnly) {
-    for (int k = n - 1; k > 0; --k) {
+    for (int k = n - 1; k >= 0; --k) {
       resolver.clientSentData(clientId(k));
+      facts.sent[static_cast<std::size_t>(k)] = true;
+      if (std::string problem =
+              takeAndCheck(resolver, facts, pairings, "data on C" + std::to_string(k));
+          !problem.empty()) {
+        return problem;
+      }
     }
-    if (evidence == Evidence::DataOnly && !resolver.takeSettled().empty()) {
-      return "paired before every sender was seen";
+  }
+  while (facts.servers < 2 * n) {
+    resolver.addServerStream(serverId(facts.servers));
+    ++facts.servers;
+    if (std::string problem =
+            takeAndCheck(resolver, facts, pairings, "S" + std::to_string(facts.servers - 1));
+        !problem.empty()) {
+      return problem;
     }
-    resolver.clientSentData(clientId(0));
-    collect(pairings, resolver.takeSettled());
   }
   if (std::string problem = checkPairedByCreationOrder(pairings, n, n); !problem.empty()) {
     return problem;
@@ -223,9 +303,12 @@ void expectBidirEveryPermutation(bool role_bytes) {
                                 : serial % 2 == 0 ? Evidence::RoleBytesOnly
                                                   : Evidence::RoleBytesAndData;
       const std::uint16_t first_port = firstPortFor(serial / 2, 2 * n);
-      const std::string problem = runBidir(arrival, n, evidence, first_port);
+      // Every other order (of each parity) dials the server's sending streams only after the
+      // client's senders have sent: a receiver then pairs when its own server stream exists.
+      const bool late_servers = (serial / 2) % 2 == 1;
+      const std::string problem = runBidir(arrival, n, evidence, first_port, late_servers);
       ASSERT_EQ(problem, "") << "--bidir -P " << n << ", " << describe(arrival) << ", first port "
-                             << first_port;
+                             << first_port << (late_servers ? ", late servers" : "");
       ++serial;
     } while (std::next_permutation(arrival.begin(), arrival.end()));
   }
@@ -282,11 +365,11 @@ TEST(RoleByteTest, EncodingMasksAnOutOfRangeIndex) {
 
 // --- Every arrival order ---
 
-TEST(RoleResolverTest, BidirEveryArrivalOrderPairsByCreationOnceSendersSendData) {
+TEST(RoleResolverTest, BidirEveryArrivalOrderPairsEachStreamOnceItsRoleIsCertain) {
   expectBidirEveryPermutation(/*role_bytes=*/false);
 }
 
-TEST(RoleResolverTest, BidirEveryArrivalOrderPairsByRoleBytesWithOrWithoutData) {
+TEST(RoleResolverTest, BidirEveryArrivalOrderPairsEachStreamByRoleByteOnArrival) {
   expectBidirEveryPermutation(/*role_bytes=*/true);
 }
 
@@ -335,18 +418,121 @@ TEST(RoleResolverTest, BidirSendersAreInferredFromDownloadRoleBytes) {
   EXPECT_EQ(checkPairedByCreationOrder(resolver.takeSettled(), 1, 2), "");
 }
 
-TEST(RoleResolverTest, FlowIsReleasedAsSoonAsItsClientAndServerSidesAreComplete) {
+TEST(RoleResolverTest, EachStreamIsReleasedAsSoonAsItsServerStreamExists) {
   RoleResolver resolver(2, 2);
   resolver.addClientStream(clientId(0), portOf(kFirstPort, 0), RoleByte{Flow::Upload, 0});
+  EXPECT_TRUE(resolver.takeSettled().empty());  // no server stream yet
   resolver.addServerStream(serverId(0));
-  resolver.addClientStream(clientId(1), portOf(kFirstPort, 1), RoleByte{Flow::Upload, 1});
-  EXPECT_TRUE(resolver.takeSettled().empty());  // the second server receiver is still missing
-  resolver.addServerStream(serverId(1));
-  const std::vector<Pairing> uploads = resolver.takeSettled();
-  ASSERT_EQ(uploads.size(), 2U);
-  EXPECT_EQ(uploads[0].flow, Flow::Upload);
-  EXPECT_EQ(uploads[1].flow, Flow::Upload);
+  std::vector<Pairing> first = resolver.takeSettled();
+  ASSERT_EQ(first.size(), 1U);  // the other upload has not even arrived
+  EXPECT_EQ(first[0].client, clientId(0));
+  EXPECT_EQ(first[0].server, serverId(0));
+  // A receiver whose rank is 1 waits for the server's second sending stream, not the first.
+  resolver.addClientStream(clientId(3), portOf(kFirstPort, 3), RoleByte{Flow::Download, 1});
+  addServers(resolver, 1, 2);  // S1 (receiving), S2 (sending, rank 0)
   EXPECT_TRUE(resolver.takeSettled().empty());
+  resolver.addServerStream(serverId(3));
+  std::vector<Pairing> second = resolver.takeSettled();
+  ASSERT_EQ(second.size(), 1U);
+  EXPECT_EQ(second[0].client, clientId(3));
+  EXPECT_EQ(second[0].server, serverId(3));
+  EXPECT_EQ(second[0].flow, Flow::Download);
+}
+
+TEST(RoleResolverTest, ASenderIsPairedOnItsOwnDataWithoutWaitingForTheOtherSenders) {
+  RoleResolver resolver(3, 3);
+  addClients(resolver, {4, 0, 5, 2, 1, 3});
+  addServers(resolver, 0, 6);
+  resolver.clientSentData(clientId(2));
+  std::vector<Pairing> pairings = resolver.takeSettled();
+  ASSERT_EQ(pairings.size(), 1U);
+  EXPECT_EQ(pairings[0].client, clientId(2));
+  EXPECT_EQ(pairings[0].server, serverId(2));  // its rank among the senders, from its port
+  EXPECT_FALSE(pairings[0].guessed);
+  resolver.clientSentData(clientId(0));
+  std::vector<Pairing> second = resolver.takeSettled();
+  EXPECT_EQ(second.size(), 1U);
+  collect(pairings, std::move(second));
+  // The last sender's data makes the receivers certain, by counting: all pair at once.
+  resolver.clientSentData(clientId(1));
+  std::vector<Pairing> rest = resolver.takeSettled();
+  EXPECT_EQ(rest.size(), 4U);
+  collect(pairings, std::move(rest));
+  EXPECT_EQ(checkPairedByCreationOrder(pairings, 3, 3), "");
+}
+
+TEST(RoleResolverTest, ASenderThatNeverSendsLeavesTheReceiversUnpaired) {
+  // A short -n test: the client reaches its byte count on its first sender and ends the test
+  // without ever writing on the second. Nothing tells that sender from the two receivers, so
+  // none of the three is paired (no guess), while the first sender is.
+  RoleResolver resolver(2, 2);
+  addClients(resolver, {0, 1, 2, 3});
+  addServers(resolver, 0, 4);
+  resolver.clientSentData(clientId(0));
+  const std::vector<Pairing> pairings = resolver.takeSettled();
+  ASSERT_EQ(pairings.size(), 1U);
+  EXPECT_EQ(pairings[0].client, clientId(0));
+  EXPECT_EQ(pairings[0].server, serverId(0));
+  for (const int k : {1, 2, 3}) {
+    EXPECT_EQ(resolver.clientFlow(clientId(k)), std::nullopt) << "C" << k;
+  }
+  EXPECT_FALSE(resolver.allPaired());
+}
+
+TEST(RoleResolverTest, PortsAgainstCreationOrderStillGiveEveryStreamItsCertainRole) {
+  // Source ports that do not follow creation (a NAT, say): sender C0 has the highest port.
+  RoleResolver resolver(2, 2);
+  resolver.addClientStream(clientId(0), 40010);
+  resolver.addClientStream(clientId(1), 40000);
+  resolver.addClientStream(clientId(2), 40001);
+  resolver.addClientStream(clientId(3), 40002);
+  addServers(resolver, 0, 4);
+  resolver.clientSentData(clientId(0));
+  // C0's place among the ports (last) is no sender's rank: it waits for its flow.
+  EXPECT_TRUE(resolver.takeSettled().empty());
+  resolver.clientSentData(clientId(1));
+  std::vector<Pairing> pairings = resolver.takeSettled();
+  ASSERT_EQ(pairings.size(), 4U);
+  for (const Pairing& pairing : pairings) {
+    const int creation = static_cast<int>(pairing.client - kClientBase);
+    EXPECT_EQ(pairing.flow, creation < 2 ? Flow::Upload : Flow::Download) << "C" << creation;
+    EXPECT_EQ(resolver.serverFlow(pairing.server), pairing.flow);
+    EXPECT_FALSE(pairing.guessed);
+  }
+  EXPECT_TRUE(resolver.allPaired());
+}
+
+TEST(RoleResolverTest, ARankTakenEarlyLeavesTheFlowToPairTheRest) {
+  // Two senders claim index 0. The first one to arrive takes rank 0 at once; the other gets no
+  // rank from its byte, and once the flow is complete it takes the server stream left.
+  RoleResolver resolver(2, 0);
+  resolver.addClientStream(clientId(1), portOf(kFirstPort, 1), RoleByte{Flow::Upload, 0});
+  resolver.addServerStream(serverId(0));
+  std::vector<Pairing> pairings = resolver.takeSettled();
+  ASSERT_EQ(pairings.size(), 1U);
+  EXPECT_EQ(pairings[0].client, clientId(1));
+  resolver.addClientStream(clientId(0), portOf(kFirstPort, 0), RoleByte{Flow::Upload, 0});
+  resolver.addServerStream(serverId(1));
+  collect(pairings, resolver.takeSettled());
+  ASSERT_EQ(pairings.size(), 2U);
+  EXPECT_EQ(pairings[1].client, clientId(0));
+  EXPECT_EQ(pairings[1].server, serverId(1));
+  EXPECT_TRUE(resolver.allPaired());
+}
+
+TEST(RoleResolverTest, ForwardStreamsPairOnceAllArrivedEachWithItsServerStream) {
+  // Without role bytes a stream's rank needs every port; then each pairs as its server comes.
+  RoleResolver resolver(3, 0);
+  addClients(resolver, {2, 0});
+  addServers(resolver, 0, 1);
+  EXPECT_TRUE(resolver.takeSettled().empty());
+  addClients(resolver, {1});
+  std::vector<Pairing> pairings = resolver.takeSettled();
+  ASSERT_EQ(pairings.size(), 1U);
+  EXPECT_EQ(pairings[0].client, clientId(0));
+  addServers(resolver, 1, 2);
+  collect(pairings, resolver.takeSettled());
+  EXPECT_EQ(checkPairedByCreationOrder(pairings, 3, 0), "");
 }
 
 TEST(RoleResolverTest, RoleByteIsTrustedOverContradictingData) {
@@ -529,8 +715,9 @@ TEST(RoleResolverTest, SettleByGuessKeepsKnownSendersAndGuessesOnlyTheRest) {
   addClients(resolver, {0, 2, 1, 3});
   addServers(resolver, 0, 4);
   resolver.clientSentData(clientId(1));
-  EXPECT_TRUE(resolver.takeSettled().empty());
-  const std::vector<Pairing> pairings = resolver.settleByGuess();
+  std::vector<Pairing> pairings = resolver.takeSettled();
+  ASSERT_EQ(pairings.size(), 1U);  // the known sender, paired on its own data
+  collect(pairings, resolver.settleByGuess());
   ASSERT_EQ(pairings.size(), 4U);
   for (const Pairing& pairing : pairings) {
     EXPECT_EQ(pairing.server - kServerBase, pairing.client - kClientBase);
