@@ -100,7 +100,7 @@ int run(const app::Config& config) {
   loop.run();
   drain_deadline.disarm();
   server.shutdown();
-  spdlog::info("stats: {}", server.stats().toString());
+  spdlog::info("stats: {}", server.statsLine());
   spdlog::info("stopped");
   return 0;
 }

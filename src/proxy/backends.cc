@@ -184,6 +184,9 @@ void Backends::fault(const proto::Cookie& test, pool::BackendFault fault) {
 }
 
 void Backends::release(const proto::Cookie& test, bool backend_broke) {
+  if (backend_broke && pool_.leaseOf(test)) {
+    ++faults_[static_cast<std::size_t>(pool::BackendFault::Broke)];
+  }
   pool_.release(test, now(), backend_broke);
   settle();
 }
@@ -230,6 +233,20 @@ bool Backends::canTakeTests() const {
 
 std::vector<pool::BackendView> Backends::view() const {
   return pool_.backends(now());
+}
+
+std::string Backends::faultSummary() const {
+  std::string text = "faults";
+  for (std::size_t i = 0; i < faults_.size(); ++i) {
+    const auto fault = static_cast<pool::BackendFault>(i);
+    const char* name = fault == pool::BackendFault::Refused  ? "refused"
+                       : fault == pool::BackendFault::Silent ? "silent"
+                       : fault == pool::BackendFault::Busy   ? "busy"
+                       : fault == pool::BackendFault::Closed ? "closed"
+                                                             : "broke";
+    text += fmt::format(" {}={}", name, faults_[i]);
+  }
+  return text + fmt::format(" hung={}", hung_reports_);
 }
 
 std::string Backends::describe() const {

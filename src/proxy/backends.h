@@ -83,6 +83,9 @@ class Backends {
 
   std::uint64_t hungReports() const { return hung_reports_; }
 
+  // "faults refused=1 silent=0 busy=3 closed=0 broke=0 hung=1; embedded restarts=2".
+  std::string faultSummary() const;
+
  private:
   bool addFromFile(const std::string& text, std::string* error);
   bool readFile(std::vector<std::string>* entries, std::string* error) const;

@@ -88,11 +88,15 @@ bool Server::startBackends(std::string* error, int* exit_code) {
 }
 
 void Server::logStatsIfChanged() {
-  std::string line = stats_.toString();
+  std::string line = statsLine();
   if (line != last_stats_logged_) {
     spdlog::info("stats: {}", line);
     last_stats_logged_ = std::move(line);
   }
+}
+
+std::string Server::statsLine() const {
+  return stats_.toString() + " | backends: " + backends_.faultSummary();
 }
 
 bool Server::listen(const std::vector<net::Address>& addresses, std::string* error) {

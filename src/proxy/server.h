@@ -74,6 +74,10 @@ class Server : private Front {
 
   const ProxyStats& stats() const { return stats_; }
 
+  // The counters, and what the backends did, in one line (logged every minute if changed, and
+  // at exit).
+  std::string statsLine() const;
+
   const Backends& backends() const { return backends_; }
 
  private:
