@@ -410,11 +410,15 @@ def run_case(parallel: int, late: Iterable[int], *, family: int = 4, udp: bool =
              rcv_timeout_ms: Optional[int] = 2000, bitrate: Optional[str] = None,
              client_timeout: float = 15.0, extra_drops: int = 0,
              log_dir: Optional[os.PathLike] = None, label: str = "",
-             ending: Optional[Iterable[str]] = None) -> CaseRun:
+             ending: Optional[Iterable[str]] = None, late_hop: str = "client") -> CaseRun:
     """Run one `iperf3 --bidir` client against a fresh server in a fresh namespace.
 
     direct=True: client -> iperf3 -s, rule on the server's port. direct=False: client ->
-    proxy (binary `proxy`, or the default one) -> iperf3 -s, rule on the proxy's port only.
+    proxy (binary `proxy`, or the default one) -> iperf3 -s, with the rule on one hop only:
+    late_hop="client", the proxy's port (the client's connections reach the proxy late), or
+    late_hop="server", the server's port (the proxy's own connections to the server complete
+    late; indexes then count the proxy's connections: 0 its control connection, 1..2N the data
+    connections it dials).
     The server gets server_args(family), the proxy listens on all addresses (dual stack,
     its default) with the server at backend_address(family), and the client connects to
     loopback(family).
@@ -422,6 +426,8 @@ def run_case(parallel: int, late: Iterable[int], *, family: int = 4, udp: bool =
     opens (control + 2N data connections for TCP, the control connection alone for UDP).
     `ending`: client arguments that end the test instead of `-t seconds` (e.g. ["-k", "1"]).
     """
+    if late_hop not in ("client", "server"):
+        raise ValueError(f"late_hop must be 'client' or 'server', not {late_hop!r}")
     late = frozenset(late)
     host = loopback(family)
     args = client_args(parallel, seconds, rcv_timeout_ms, family, udp, bitrate, ending)
@@ -441,13 +447,19 @@ def run_case(parallel: int, late: Iterable[int], *, family: int = 4, udp: bool =
                 proxy_port = harness.free_port(ns.name)
                 with harness.Proxy(proxy_port, backend=backend_address(family, server_port),
                                    netns=ns.name, binary=proxy, log_dir=log_dir) as proxy_proc:
-                    # The rule sits on the proxy's port only: the proxy sees the client's
-                    # connections out of order and must not pass that order on to the server.
-                    rule = LateHandshakeRule(ns.name, proxy_port, late, extra_drops).install()
+                    # The rule sits on one hop only. On the proxy's port the proxy sees the
+                    # client's connections out of order and must not pass that order on to the
+                    # server. On the server's port the proxy's own connections complete late:
+                    # it must open each one only after the server has queued the one before.
+                    rule_port = proxy_port if late_hop == "client" else server_port
+                    rule = LateHandshakeRule(ns.name, rule_port, late, extra_drops).install()
                     result = harness.run_client(proxy_port, args, client_timeout,
                                                 netns=ns.name, host=host)
                     proxy_alive = proxy_proc.running()
-                    misses = rule.hit_problems(result.json, family, connections)
+                    # On the server's hop the connections are the proxy's, which the client's
+                    # JSON does not list.
+                    misses = rule.hit_problems(result.json if late_hop == "client" else None,
+                                               family, connections)
                     counters = rule.counters()
                     # The proxy logs a test's summary once both control legs have closed,
                     # which is just after the client exits.
