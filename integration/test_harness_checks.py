@@ -59,6 +59,12 @@ def as_result(doc: dict) -> harness.ClientResult:
                                 duration=1.0)
 
 
+def as_case_run(result: harness.ClientResult) -> race_testbed.CaseRun:
+    """A direct run of the race testbed that produced `result`."""
+    return race_testbed.CaseRun(result=result, misses=[], counters={}, server_log="",
+                                proxy_log=None, proxy_alive=None, proxy_exit=None)
+
+
 def names_stream(problems: list[str], index: int) -> bool:
     return any(f"stream#{index} " in p and "got none" in p for p in problems)
 
@@ -158,7 +164,8 @@ def test_every_files_udp_check_fails_on_an_empty_stream(name):
             test_versions.Run(result), streams, Peer("3.12", "iperf3"), Peer("3.12", "iperf3")),
     }
     if bidir:
-        checks["race_testbed"] = race_testbed.udp_bidir_problems(result, parallel)
+        checks["race_testbed"] = race_testbed.result_problems(as_case_run(result), parallel,
+                                                              udp=True)
     for file, problems in checks.items():
         assert names_stream(problems, index), f"{file}: {problems}"
 
@@ -176,7 +183,7 @@ def test_every_files_udp_check_passes_a_good_run(name):
     assert test_versions.run_problems(test_versions.Run(result), streams,
                                       Peer("3.12", "iperf3"), Peer("3.12", "iperf3")) == []
     if bidir:
-        assert race_testbed.udp_bidir_problems(result, parallel) == []
+        assert race_testbed.result_problems(as_case_run(result), parallel, udp=True) == []
 
 
 def client_sending_streams(args) -> int:
