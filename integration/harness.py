@@ -472,7 +472,13 @@ class ClientResult:
         """Compact human-readable description for assertion messages."""
         parts = [f"rc={self.returncode} hung={self.hung} t={self.duration:.2f}s "
                  f"error={self.error!r}"]
-        for s in self.streams():
+        udp = udp_streams(self.json) if _is_udp(self.json) else []
+        for u in udp:
+            received = "?" if u.received_packets is None else u.received_packets
+            parts.append(f"  stream#{u.index} socket={u.socket} {u.direction}: sent="
+                         f"{u.sent_packets} received={received} lost={u.lost_percent:.1f}% "
+                         f"out_of_order={u.out_of_order}")
+        for s in [] if udp else self.streams():
             role = "client->server" if s.client_sends else "server->client"
             parts.append(f"  stream#{s.index} port={s.local_port} {role}: sender={s.sender_bytes}"
                          f" receiver={s.receiver_bytes}")
@@ -611,6 +617,193 @@ def bidir_args(parallel: int, seconds: int = 3, rcv_timeout_ms: Optional[int] = 
     if rcv_timeout_ms is not None:
         args += ["--rcv-timeout", str(rcv_timeout_ms)]
     return args
+
+
+# --------------------------------------------------------------------------------------------
+# UDP results, per stream
+# --------------------------------------------------------------------------------------------
+#
+# A UDP stream's entry in the client's end.streams is one `udp` object, and it shows the
+# *sending* end only: `bytes` and `packets` are what the sender counted, and `lost_packets`
+# counts the gaps in the sequence numbers the receiver saw, so a stream of which not one
+# datagram arrived shows its full packet count and 0 % lost (iperf3 3.9-3.20, checked with a
+# stream dropped by nftables; the captures are in testdata/udp/). What a stream's receiving end
+# got is elsewhere:
+#   * a stream the client receives: the client's own intervals (per socket);
+#   * a stream the client sends: the server's report, which the client has only with
+#     --get-server-output (`server_output_text`, or `server_output_json` from a server with -J),
+#     one receiver summary per server receiving stream, in the server's accept order (which is
+#     the client's creation order); or, when the client sends on one stream only, the sum the
+#     server reported for that direction (3.11+ clients; before 3.11 a --bidir client reports
+#     both directions' sums under the same keys, and 3.9 has no received sum for UDP at all).
+# A check that cannot see a stream's receiving end says so: it does not pass.
+
+# Client arguments that put the server's view of every stream into the client's result: a UDP
+# test needs them for a per-stream check when the client sends on more than one stream, or
+# when the client is older than 3.11.
+UDP_RECEIPT_ARGS = ["--get-server-output"]
+
+# The server's receiver summary of one stream in its text report (iperf_locale.c,
+# report_bw_udp_format and ..._no_omitted_error), e.g.
+#   [  5][RX-S]   0.00-1.00   sec   122 KBytes  1000 Kbits/sec  0.038 ms  0/125 (0%)  receiver
+# Not anchored at the start: a server with --timestamps prefixes its lines.
+_SERVER_TEXT_RECEIVER_RE = re.compile(
+    r"\[\s*(?P<id>\d+)\](?:\[RX-S\])?\s+[\d.]+-\s*[\d.]+\s+sec\s+.*?\s"
+    r"(?P<lost>\d+|Unknown)/(?P<total>\d+)(?:\s+\([^)]*\))?\s+receiver\s*$", re.MULTILINE)
+
+
+@dataclasses.dataclass(frozen=True)
+class UdpStream:
+    """One UDP stream of an iperf3 test, both ends.
+
+    sent_bytes / sent_packets / lost_percent / out_of_order: the client's end.streams[i].udp.
+    received_packets: datagrams its receiving end got (sequence-number based, as iperf3 counts
+    them), or None when the result does not show that end; `seen_by` says where it came from.
+    """
+    index: int
+    socket: Optional[int]
+    client_sends: bool
+    sent_bytes: int
+    sent_packets: int
+    lost_percent: float
+    out_of_order: int
+    received_packets: Optional[int]
+    seen_by: str
+
+    @property
+    def direction(self) -> str:
+        return "client->server" if self.client_sends else "server->client"
+
+
+def _is_udp(doc: Optional[dict]) -> bool:
+    return bool(doc) and (doc.get("start") or {}).get("test_start", {}).get("protocol") == "UDP"
+
+
+def _client_received(doc: dict) -> dict[int, int]:
+    """{socket: datagrams} the client received, from its intervals."""
+    received: dict[int, int] = {}
+    for interval in doc.get("intervals") or []:
+        for s in interval.get("streams") or []:
+            if s.get("sender") is False and "socket" in s:
+                received[s["socket"]] = received.get(s["socket"], 0) + int(s.get("packets", 0))
+    return received
+
+
+def _server_received(doc: dict) -> Optional[list[int]]:
+    """Datagrams each of the server's receiving streams got, in the server's stream order, from
+    its report (--get-server-output); None without a report."""
+    report = doc.get("server_output_json")
+    if isinstance(report, dict):
+        per_socket: dict[int, int] = {}  # insertion order: the server's stream order
+        for interval in report.get("intervals") or []:
+            for s in interval.get("streams") or []:
+                if s.get("sender") is False and "socket" in s:
+                    per_socket[s["socket"]] = per_socket.get(s["socket"], 0) + int(
+                        s.get("packets", 0))
+        return list(per_socket.values())
+    text = doc.get("server_output_text")
+    if isinstance(text, str):
+        counts = []
+        for m in _SERVER_TEXT_RECEIVER_RE.finditer(text):
+            total = int(m["total"])
+            counts.append(total - int(m["lost"]) if m["lost"] != "Unknown" else total)
+        return counts
+    return None
+
+
+def _forward_sum_received(doc: dict, bidir: bool) -> Optional[int]:
+    """Datagrams the server received over all of the client's sending streams, where the
+    client's JSON says so unambiguously (3.11+ clients); None otherwise."""
+    end = doc.get("end") or {}
+    if bidir and "sum_received_bidir_reverse" not in end:
+        return None  # before 3.11 the second direction's sums overwrite the first's keys
+    packets = (end.get("sum_received") or {}).get("packets")
+    return None if packets is None else int(packets)
+
+
+def udp_streams(doc: Optional[dict]) -> list[UdpStream]:
+    """Every UDP stream of a client's JSON result with what its receiving end got, where the
+    result shows it ([] without a result)."""
+    if not doc:
+        return []
+    entries = [e.get("udp") or {} for e in (doc.get("end") or {}).get("streams") or []]
+    client_received = _client_received(doc)
+    server_received = _server_received(doc)
+    sending = [i for i, e in enumerate(entries) if e.get("sender")]
+    bidir = 0 < len(sending) < len(entries)
+    forward_sum = _forward_sum_received(doc, bidir) if len(sending) == 1 else None
+    streams = []
+    for i, e in enumerate(entries):
+        received, seen_by = None, "nothing"
+        if not e.get("sender"):
+            if e.get("socket") in client_received:
+                received, seen_by = client_received[e["socket"]], "the client's intervals"
+        elif server_received is not None:
+            k = sending.index(i)
+            if len(server_received) == len(sending):
+                received, seen_by = server_received[k], "the server's report"
+            else:
+                seen_by = (f"a server report of {len(server_received)} receiving streams for "
+                           f"{len(sending)} sending ones")
+        elif forward_sum is not None:
+            received, seen_by = forward_sum, "the server's sum for its only stream"
+        streams.append(UdpStream(index=i, socket=e.get("socket"), client_sends=bool(
+            e.get("sender")), sent_bytes=int(e.get("bytes", 0)), sent_packets=int(
+            e.get("packets", 0)), lost_percent=float(e.get("lost_percent", 0.0)),
+            out_of_order=int(e.get("out_of_order", 0)), received_packets=received,
+            seen_by=seen_by))
+    return streams
+
+
+def udp_stream_problems(result: ClientResult, expected_streams: Optional[int] = None,
+                        max_loss_percent: Optional[float] = None,
+                        reordering: bool = True) -> list[str]:
+    """Everything wrong with a UDP test's result ([] if it is good): the client run itself
+    (client_failures), then every stream on its own (udp_json_problems)."""
+    problems = client_failures(result)
+    if result.json is not None:
+        problems += udp_json_problems(result.json, expected_streams, max_loss_percent,
+                                      reordering)
+    return problems
+
+
+def udp_json_problems(doc: dict, expected_streams: Optional[int] = None,
+                      max_loss_percent: Optional[float] = None,
+                      reordering: bool = True) -> list[str]:
+    """Everything wrong with the streams of a UDP test's client JSON, each on its own.
+
+    Checks: the number of streams, if given; per stream: its sender sent datagrams, its
+    receiving end got datagrams (seen as described above; a stream whose receiving end the
+    result does not show is a problem too), at most `max_loss_percent` lost (iperf3's own
+    figure, which misses datagrams lost at the end of a stream), and, with reordering=False,
+    no datagram out of order.
+    """
+    problems = []
+    protocol = (doc.get("start") or {}).get("test_start", {}).get("protocol")
+    if protocol != "UDP":
+        problems.append(f"test protocol is {protocol!r}, not UDP")
+    streams = udp_streams(doc)
+    if not streams:
+        problems.append("no streams")
+    elif expected_streams is not None and len(streams) != expected_streams:
+        problems.append(f"expected {expected_streams} streams, got {len(streams)}")
+    for s in streams:
+        where = f"UDP stream#{s.index} socket={s.socket} {s.direction}"
+        if s.sent_bytes <= 0 or s.sent_packets <= 0:
+            problems.append(f"{where}: its sender sent {s.sent_packets} datagrams, "
+                            f"{s.sent_bytes} bytes")
+        if s.received_packets is None:
+            problems.append(f"{where}: the result does not show what its receiving end got "
+                            f"(seen: {s.seen_by}); run the client with "
+                            f"{' '.join(UDP_RECEIPT_ARGS)}")
+        elif s.received_packets <= 0:
+            problems.append(f"{where}: its receiving end got none of the {s.sent_packets} "
+                            f"datagrams sent (seen in {s.seen_by})")
+        if max_loss_percent is not None and s.lost_percent > max_loss_percent:
+            problems.append(f"{where}: {s.lost_percent:.1f}% lost of {s.sent_packets}")
+        if not reordering and s.out_of_order != 0:
+            problems.append(f"{where}: {s.out_of_order} datagrams out of order")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------

@@ -372,7 +372,8 @@ def client_args(parallel: int, seconds: int = 3, rcv_timeout_ms: Optional[int] =
     args = client_family_args(family) + harness.bidir_args(
         parallel, seconds, rcv_timeout_ms, list(ending) if ending else None)
     if udp:
-        args += ["-u"]
+        # The server's report: the only per-stream view of what the server received.
+        args += ["-u", *harness.UDP_RECEIPT_ARGS]
     if bitrate:
         args += ["-b", bitrate]
     return args
@@ -409,11 +410,15 @@ def run_case(parallel: int, late: Iterable[int], *, family: int = 4, udp: bool =
              rcv_timeout_ms: Optional[int] = 2000, bitrate: Optional[str] = None,
              client_timeout: float = 15.0, extra_drops: int = 0,
              log_dir: Optional[os.PathLike] = None, label: str = "",
-             ending: Optional[Iterable[str]] = None) -> CaseRun:
+             ending: Optional[Iterable[str]] = None, late_hop: str = "client") -> CaseRun:
     """Run one `iperf3 --bidir` client against a fresh server in a fresh namespace.
 
     direct=True: client -> iperf3 -s, rule on the server's port. direct=False: client ->
-    proxy (binary `proxy`, or the default one) -> iperf3 -s, rule on the proxy's port only.
+    proxy (binary `proxy`, or the default one) -> iperf3 -s, with the rule on one hop only:
+    late_hop="client", the proxy's port (the client's connections reach the proxy late), or
+    late_hop="server", the server's port (the proxy's own connections to the server complete
+    late; indexes then count the proxy's connections: 0 its control connection, 1..2N the data
+    connections it dials).
     The server gets server_args(family), the proxy listens on all addresses (dual stack,
     its default) with the server at backend_address(family), and the client connects to
     loopback(family).
@@ -421,6 +426,8 @@ def run_case(parallel: int, late: Iterable[int], *, family: int = 4, udp: bool =
     opens (control + 2N data connections for TCP, the control connection alone for UDP).
     `ending`: client arguments that end the test instead of `-t seconds` (e.g. ["-k", "1"]).
     """
+    if late_hop not in ("client", "server"):
+        raise ValueError(f"late_hop must be 'client' or 'server', not {late_hop!r}")
     late = frozenset(late)
     host = loopback(family)
     args = client_args(parallel, seconds, rcv_timeout_ms, family, udp, bitrate, ending)
@@ -440,13 +447,19 @@ def run_case(parallel: int, late: Iterable[int], *, family: int = 4, udp: bool =
                 proxy_port = harness.free_port(ns.name)
                 with harness.Proxy(proxy_port, backend=backend_address(family, server_port),
                                    netns=ns.name, binary=proxy, log_dir=log_dir) as proxy_proc:
-                    # The rule sits on the proxy's port only: the proxy sees the client's
-                    # connections out of order and must not pass that order on to the server.
-                    rule = LateHandshakeRule(ns.name, proxy_port, late, extra_drops).install()
+                    # The rule sits on one hop only. On the proxy's port the proxy sees the
+                    # client's connections out of order and must not pass that order on to the
+                    # server. On the server's port the proxy's own connections complete late:
+                    # it must open each one only after the server has queued the one before.
+                    rule_port = proxy_port if late_hop == "client" else server_port
+                    rule = LateHandshakeRule(ns.name, rule_port, late, extra_drops).install()
                     result = harness.run_client(proxy_port, args, client_timeout,
                                                 netns=ns.name, host=host)
                     proxy_alive = proxy_proc.running()
-                    misses = rule.hit_problems(result.json, family, connections)
+                    # On the server's hop the connections are the proxy's, which the client's
+                    # JSON does not list.
+                    misses = rule.hit_problems(result.json if late_hop == "client" else None,
+                                               family, connections)
                     counters = rule.counters()
                     # The proxy logs a test's summary once both control legs have closed,
                     # which is just after the client exits.
@@ -461,21 +474,9 @@ def run_case(parallel: int, late: Iterable[int], *, family: int = 4, udp: bool =
 
 
 def describe(result: harness.ClientResult) -> str:
-    """result.summary(), with the per-stream `udp` objects for a UDP test (which the TCP
-    sender/receiver view of harness.stream_bytes cannot show)."""
-    doc = result.json or {}
-    if doc.get("start", {}).get("test_start", {}).get("protocol") != "UDP":
-        return result.summary()
-    lines = [result.summary().splitlines()[0]]
-    for i, entry in enumerate(doc.get("end", {}).get("streams", [])):
-        u = entry.get("udp") or {}
-        role = "client->server" if u.get("sender") else "server->client"
-        lines.append(f"  stream#{i} socket={u.get('socket')} {role}: packets={u.get('packets')}"
-                     f" lost={u.get('lost_packets')} out_of_order={u.get('out_of_order')}"
-                     f" bytes={u.get('bytes')}")
-    if result.stderr.strip():
-        lines.append(f"  stderr: {result.stderr.strip()[-500:]}")
-    return "\n".join(lines)
+    """result.summary(): per stream, TCP's sender/receiver bytes or UDP's datagrams at both
+    ends."""
+    return result.summary()
 
 
 def upload_mismatches(result: harness.ClientResult) -> list[str]:
@@ -492,40 +493,19 @@ def udp_bidir_problems(result: harness.ClientResult, parallel: int,
                        max_loss_percent: float = 5.0) -> list[str]:
     """Everything wrong with the result of a `-u --bidir -P parallel` test ([] if it is good).
 
-    A UDP stream entry has one `udp` object (not sender/receiver objects as in TCP):
-    `packets` is the sender's count for a stream the client sends, the received count for
-    one it receives, and `lost_packets` is what the receiving end missed. So every stream
-    must have packets > lost_packets (its receiver got datagrams), little loss at these
-    rates on loopback, and no reordering (a relay that reorders, merges or duplicates
-    datagrams shows up there). Both directions' receiver sums must be non-zero too.
+    Every stream on its own (harness.udp_stream_problems: its sender sent datagrams, its
+    receiving end got some, little loss at these rates on loopback, no reordering, which a
+    relay that reorders, merges or duplicates datagrams would show), `parallel` of them in
+    each direction.
     """
-    problems = harness.client_failures(result)
-    doc = result.json or {}
-    protocol = doc.get("start", {}).get("test_start", {}).get("protocol")
-    if result.json is not None and protocol != "UDP":
-        problems.append(f"test protocol is {protocol!r}, not UDP")
-    entries = [e.get("udp") or {} for e in doc.get("end", {}).get("streams", [])]
-    if len(entries) != 2 * parallel:
-        problems.append(f"expected {2 * parallel} streams, got {len(entries)}")
-    for sends in (True, False):
-        label = "client->server" if sends else "server->client"
-        group = [e for e in entries if bool(e.get("sender")) == sends]
-        if entries and len(group) != parallel:
-            problems.append(f"{label}: expected {parallel} streams, got {len(group)}")
-        for e in group:
-            packets, lost = int(e.get("packets", 0)), int(e.get("lost_packets", 0))
-            where = f"{label} stream socket={e.get('socket')}"
-            if packets <= 0 or packets - lost <= 0:
-                problems.append(f"{where}: receiver got no datagrams (packets={packets} "
-                                f"lost={lost})")
-            elif float(e.get("lost_percent", 0)) > max_loss_percent:
-                problems.append(f"{where}: lost {e.get('lost_percent')}% of {packets}")
-            if int(e.get("out_of_order", 0)) != 0:
-                problems.append(f"{where}: {e.get('out_of_order')} datagrams out of order")
-    end = doc.get("end", {})
-    for key in ("sum_received", "sum_received_bidir_reverse"):
-        if result.json is not None and int(end.get(key, {}).get("bytes", 0)) <= 0:
-            problems.append(f"end.{key}.bytes is {end.get(key, {}).get('bytes')}")
+    problems = harness.udp_stream_problems(result, 2 * parallel, max_loss_percent,
+                                           reordering=False)
+    streams = harness.udp_streams(result.json)
+    for sends in (True, False) if streams else ():
+        group = [s for s in streams if s.client_sends == sends]
+        if len(group) != parallel:
+            problems.append(f"{'client->server' if sends else 'server->client'}: expected "
+                            f"{parallel} streams, got {len(group)}")
     return problems
 
 

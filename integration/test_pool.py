@@ -45,27 +45,12 @@ def run_many(port: int, runs: list[list[str]], timeout: float = 60.0) -> list[ha
         return [f.result(timeout=timeout + 20) for f in futures]
 
 
-def udp_stream_problems(result: harness.ClientResult) -> list[str]:
-    """Every UDP stream carried datagrams, and the receiving end got most of them (a flow sent
-    to another test's server would show as all lost, or as a stream that never started)."""
-    problems = harness.client_failures(result)
-    streams = [s.get("udp", {}) for s in ((result.json or {}).get("end") or {}).get("streams", [])]
-    if not streams:
-        problems.append("no streams")
-    for i, s in enumerate(streams):
-        direction = "client->server" if s.get("sender") else "server->client"
-        if s.get("bytes", 0) <= 0 or s.get("packets", 0) <= 0:
-            problems.append(f"UDP stream#{i} {direction}: {s.get('bytes')} bytes, "
-                            f"{s.get('packets')} packets")
-        elif s.get("lost_percent", 100.0) > 20.0:
-            problems.append(f"UDP stream#{i} {direction}: {s.get('lost_percent')}% lost")
-    return problems
-
-
 def stream_problems(result: harness.ClientResult, udp: bool) -> list[str]:
-    """Every stream moved data both ends saw; TCP uploads arrived to the byte, per stream."""
+    """Every stream moved data both ends saw; TCP uploads arrived to the byte, per stream; a
+    UDP stream's receiving end got most of what was sent (a flow sent to another test's server
+    shows as a stream whose receiving end got nothing, or lost most)."""
     if udp:
-        return udp_stream_problems(result)
+        return harness.udp_stream_problems(result, max_loss_percent=20.0)
     problems = harness.client_failures(result)
     streams = result.streams()
     if not streams:
@@ -163,7 +148,9 @@ def test_udp_tests_from_one_address_at_once(proxy_bin, tmp_path):
     reach its own test's server (a crossed flow leaves a stream of another test empty)."""
     with harness.Proxy(harness.free_port(), binary=proxy_bin, log_dir=tmp_path,
                        extra_args=["--servers", "4"]) as proxy:
-        results = run_many(proxy.port, [["-u", "-P", "3", "-t", "2", "-b", "5M"]] * 4)
+        # The server's output: the only per-stream view of what each server received.
+        results = run_many(proxy.port, [["-u", "-P", "3", "-t", "2", "-b", "5M",
+                                         *harness.UDP_RECEIPT_ARGS]] * 4)
         failed = [f"{stream_problems(r, udp=True)}\n{r.summary()}" for r in results
                   if stream_problems(r, udp=True)]
         assert not failed, context(proxy, *failed)

@@ -29,6 +29,13 @@ and that all of them used the intended IP version.
            connections cross the role boundary (the proxy saw the race). Over IPv6 the
            proxy listens dual-stack (its default) and reaches the server at
            --backend [::1]:PORT. Skipped only if the proxy binary does not exist.
+  SERVER HOP  client -> proxy -> iperf3 -s, rule on the SERVER's port (nothing on the
+           proxy's): the proxy's own connections to the server complete late, several of them,
+           up to -P 4. The server gives roles in its accept order, so the proxy must dial each
+           data connection only after the server has queued the one before (StreamDialer: the
+           cookie acknowledged); every case must be clean as above, the client's roles were
+           never out of order (roles_repaired=0), and the proxy must have waited for every
+           late connection (its dials, and so its test, take the delay).
   UDP      `-u --bidir` with the control connection late (index 0: in a UDP test it is the
            only TCP connection; UDP stream setup is lock-step, protocol doc §4.3/§7.5, so
            there is nothing to reorder). Direct and proxied must both pass with datagrams on
@@ -41,6 +48,7 @@ Everything here needs root, `ip`, `nft` and network namespaces; otherwise it is 
 
 from __future__ import annotations
 
+import datetime
 import re
 import sys
 from pathlib import Path
@@ -95,6 +103,16 @@ UDP_CASES_PROXIED = UDP_CASES + [
     pytest.param(4, 6, id="ipv6-udp-P4-late0"),
 ]
 
+# Late connections on the proxy-to-server hop, counted as the server sees them: 0 is the
+# proxy's control connection, 1..2N the data connections it dials, in the order the server
+# must accept them (its receivers, then for --bidir its senders).
+SERVER_HOP_CASES = [
+    pytest.param(1, {1}, id="P1-late1"),
+    pytest.param(1, {0, 2}, id="P1-late0+2"),
+    pytest.param(4, {1, 3, 6}, id="P4-late1+3+6"),
+    pytest.param(4, {2, 4, 5, 8}, id="P4-late2+4+5+8"),
+]
+
 # Errors a 3.12 client reports when the swapped roles stall a receiving stream (§7.3).
 DEADLOCK_ERRORS = ("idle timeout for receiving data", "control socket has closed unexpectedly")
 
@@ -117,14 +135,16 @@ def _deadlock_evidence(result: harness.ClientResult) -> list[str]:
 
 
 def _run(tmp_path: Path, parallel: int, late: set[int], *, family: int = 4,
-         proxy_bin=None, udp: bool = False) -> CaseRun:
+         proxy_bin=None, udp: bool = False, late_hop: str = "client") -> CaseRun:
     """One case in a fresh namespace; direct unless `proxy_bin` is given."""
     run = run_case(parallel, late, family=family, udp=udp, proxy=proxy_bin,
                    direct=proxy_bin is None,
                    seconds=UDP_SECONDS if udp else TEST_SECONDS, rcv_timeout_ms=RCV_TIMEOUT_MS,
                    bitrate=UDP_BITRATE if udp else None, client_timeout=CLIENT_TIMEOUT_S,
-                   log_dir=tmp_path)
+                   log_dir=tmp_path, late_hop=late_hop)
     kind = ("PROXIED" if proxy_bin is not None else "DIRECT") + f" IPv{family}"
+    if late_hop == "server":
+        kind += " (late on the server's hop)"
     print(f"{kind} {'-u ' if udp else ''}--bidir -P {parallel} late={sorted(late)}:\n"
           f"{run.summary()}\ntestbed counters: {run.counters}")
     # Prove the testbed did exactly what it claims before judging iperf3 or the proxy.
@@ -188,6 +208,41 @@ def test_proxied_late_connection_keeps_roles(tmp_path, proxy_bin, parallel, late
     run = _run(tmp_path, parallel, late, proxy_bin=proxy_bin)
     _assert_clean(run, parallel)
     _assert_proxy_saw_race(run, parallel, late)
+
+
+# ---- TCP, late on the proxy-to-server hop ---------------------------------------------------
+
+# The least the proxy's stream setup takes with every late connection waited for: the first
+# retransmission of the cookie comes after the minimum RTO (200 ms on Linux).
+LATE_DIAL_MIN_S = 0.2
+
+
+@pytest.mark.parametrize("parallel,late", SERVER_HOP_CASES)
+def test_proxied_late_server_connections_keep_roles(tmp_path, proxy_bin, parallel, late):
+    run = _run(tmp_path, parallel, late, proxy_bin=proxy_bin, late_hop="server")
+    _assert_clean(run, parallel)
+    lines = [e.line for e in harness.session_ends(run.proxy_log or "")]
+    assert len(lines) == 1 and " roles_repaired=0 " in lines[0], (
+        f"the client's connections were in order; expected roles_repaired=0: {lines}")
+    # The data connections the proxy dialled late were waited for one after the other: the
+    # server's TEST_START, which it sends once it has accepted every stream, came that much
+    # later than CREATE_STREAMS (both in the proxy's debug log).
+    data_late = len([i for i in late if i > 0])
+    setup = _stream_setup_seconds(run.proxy_log or "")
+    print(f"stream setup: {setup} s with {data_late} late data connections")
+    assert setup is not None and setup >= data_late * LATE_DIAL_MIN_S * 0.9, (
+        f"stream setup took {setup} s with {data_late} late data connections\n{run.context()}")
+
+
+def _stream_setup_seconds(log: str):
+    """Seconds from the server's CREATE_STREAMS to its TEST_START in a proxy's debug log."""
+    stamps = {}
+    for state in ("CREATE_STREAMS", "TEST_START"):
+        m = re.search(r"^(\S+) \w+ \[s:[^\]]+\] server -> " + state + "$", log, re.MULTILINE)
+        if not m:
+            return None
+        stamps[state] = datetime.datetime.fromisoformat(m.group(1))
+    return (stamps["TEST_START"] - stamps["CREATE_STREAMS"]).total_seconds()
 
 
 # ---- TCP, IPv6 ------------------------------------------------------------------------------
