@@ -365,7 +365,11 @@ class Proxy(_ManagedProcess):
             if isinstance(backend, int):
                 backend = f"127.0.0.1:{backend}"
             argv += ["--backend", str(backend)]
-        argv += ["--log-level", "debug", *extra_args]
+        extra_args = list(extra_args)
+        # Debug logging unless the caller chose a level (the benchmarks log less).
+        if "--log-level" not in extra_args:
+            argv += ["--log-level", "debug"]
+        argv += extra_args
         preexec = None
         if rlimit_nofile is not None:
             def preexec() -> None:
