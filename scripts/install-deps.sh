@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libevent-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libgtest-dev
+  # --metrics: the Prometheus client library (only its core library is linked).
+  prometheus-cpp-dev
   iperf3 python3 python3-pytest iproute2 nftables clang-format
   # The version tests: building other iperf3 releases with authentication, and RSA test keys.
   libssl-dev openssl

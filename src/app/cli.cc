@@ -95,6 +95,7 @@ std::variant<Config, ExitNow> parseCommandLine(int argc, char** argv) {
   app.add_option("--max-results-json", codec.max_results_json, "bytes of a results message")
       ->check(CLI::Range(1024U, 128U << 20))
       ->group(limit_group);
+  addServiceOptions(app, config.service);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& help) {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "app/service_options.h"
 #include "proxy/backends.h"
 #include "proxy/settings.h"
 
@@ -20,6 +21,7 @@ struct Config {
   int threads = 1;
   std::string log_level = "info";
   proxy::ProxySettings settings;
+  ServiceOptions service;  // metrics, log format and file, daemon, pidfile
 };
 
 }  // namespace iperf3proxy::app

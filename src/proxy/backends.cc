@@ -16,6 +16,10 @@ pool::TimePoint now() {
   return pool::Clock::now();
 }
 
+// How often a down backend is checked, and how long one check may take.
+constexpr long kProbeIntervalMs = 1000;
+constexpr long kProbeDeadlineMs = 2000;
+
 }  // namespace
 
 Backends::Backends(ev::EventLoop& loop,
@@ -26,7 +30,8 @@ Backends::Backends(ev::EventLoop& loop,
       config_(std::move(config)),
       callbacks_(std::move(callbacks)),
       pool_(settings),
-      tick_(loop, [this] { settle(); }) {}
+      tick_(loop, [this] { settle(); }),
+      probe_tick_(loop, [this] { probeDown(); }) {}
 
 Backends::~Backends() {
   stop();
@@ -39,9 +44,65 @@ bool Backends::addFromFile(const std::string& text, std::string* error) {
     *error = "backend " + text + ": " + why;
     return false;
   }
-  // Named by where it is, resolved: that is what the logs and the summary lines show.
-  from_file_[text] = pool_.add(address->toString(), pool::BackendKind::Given, *address, now());
+  from_file_[text] = addGiven(*address);
   return true;
+}
+
+pool::BackendId Backends::addGiven(const net::Address& address) {
+  // Named by where it is, resolved: that is what the logs and the summary lines show.
+  const pool::BackendId id =
+      pool_.add(address.toString(), pool::BackendKind::Given, address, now());
+  given_[id] = address;
+  return id;
+}
+
+void Backends::markDown(pool::BackendId id) {
+  if (down_.contains(id)) {
+    return;
+  }
+  const std::string* name = pool_.nameOf(id);
+  spdlog::warn(
+      "backend {} refuses connections: out of dispatch, checked every {} ms until it "
+      "listens again",
+      name != nullptr ? *name : "?", kProbeIntervalMs);
+  pool_.setAddress(id, std::nullopt, now());
+  down_[id] = nullptr;
+  if (!probe_tick_.armed()) {
+    probe_tick_.armMs(kProbeIntervalMs);
+  }
+}
+
+void Backends::probeDown() {
+  for (auto& [id, probe] : down_) {
+    if (probe || !given_.contains(id)) {
+      continue;  // a check under way, or a backend removed meanwhile
+    }
+    probe = std::make_unique<BackendProbe>(
+        loop_, given_.at(id), kProbeDeadlineMs, [this, id = id](bool listening) {
+          auto it = down_.find(id);
+          if (it == down_.end()) {
+            return;
+          }
+          // The probe calls this from its own event: it is freed once that has returned.
+          loop_.deferredDestroy(std::move(it->second));
+          if (!listening) {
+            return;  // the next tick checks again
+          }
+          down_.erase(it);
+          if (const std::string* name = pool_.nameOf(id)) {
+            spdlog::info("backend {} listens again: back in dispatch", *name);
+            // From now on the pool expects refusals for a moment (the server may have just
+            // started, or re-listens after the probe's connection).
+            pool_.setAddress(id, given_.at(id), now());
+            settle();
+          }
+        });
+    probe->start();
+  }
+  std::erase_if(down_, [this](const auto& entry) { return pool_.nameOf(entry.first) == nullptr; });
+  if (!down_.empty()) {
+    probe_tick_.armMs(kProbeIntervalMs);
+  }
 }
 
 bool Backends::readFile(std::vector<std::string>* entries, std::string* error) const {
@@ -70,7 +131,7 @@ bool Backends::start(std::string* error, int* exit_code) {
       *error = "--backend " + text + ": " + why;
       return false;
     }
-    pool_.add(address->toString(), pool::BackendKind::Given, *address, now());
+    addGiven(*address);
   }
   if (config_.file) {
     std::vector<std::string> entries;
@@ -137,6 +198,7 @@ void Backends::reload() {
       spdlog::info("backend {} removed; it takes no new test and leaves once its test ends",
                    it->first);
       pool_.retire(it->second);
+      given_.erase(it->second);
       it = from_file_.erase(it);
       ++removed;
     } else {
@@ -144,7 +206,7 @@ void Backends::reload() {
     }
   }
   for (const auto& [entry, address] : added) {
-    from_file_[entry] = pool_.add(address.toString(), pool::BackendKind::Given, address, now());
+    from_file_[entry] = addGiven(address);
     spdlog::info("backend {} added", entry);
   }
   spdlog::info("SIGHUP: re-read {}: {} added, {} removed, {} in the file", *config_.file,
@@ -166,6 +228,9 @@ void Backends::fault(const proto::Cookie& test, pool::BackendFault fault) {
   const auto backend = pool_.leaseOf(test);
   ++faults_[static_cast<std::size_t>(fault)];
   const bool hung = pool_.fault(test, fault, now());
+  if (fault == pool::BackendFault::Refused && backend && given_.contains(*backend)) {
+    markDown(*backend);
+  }
   if (hung && backend) {
     ++hung_reports_;
     const std::string* name = pool_.nameOf(*backend);
@@ -219,6 +284,8 @@ void Backends::onChildSignal() {
 
 void Backends::stop() {
   tick_.disarm();
+  probe_tick_.disarm();
+  down_.clear();
   for (const auto& server : embedded_) {
     server->signalStop();
   }

@@ -10,8 +10,10 @@
 #include <vector>
 
 #include "ev/io_event.h"
+#include "net/address.h"
 #include "pool/backend_pool.h"
 #include "proto/cookie.h"
+#include "proxy/backend_probe.h"
 #include "proxy/embedded_server.h"
 
 namespace iperf3proxy::proxy {
@@ -28,6 +30,13 @@ struct BackendsConfig {
 // The pool of iperf3 servers, as the front sees it: the dispatch policy (pool::BackendPool),
 // the embedded servers it runs, the backends file it re-reads, and the timer that lets queued
 // tests' deadlines pass. Lives on the front's loop.
+//
+// A backend the proxy does not run (--backend, --backends-file) is taken to be up until a
+// connection to it is refused (or does not connect in time). Then it is down: out of dispatch,
+// and checked every second with a TCP connect (BackendProbe), which disturbs nothing while
+// nothing listens there; the first connect that succeeds puts it back. Live servers are never
+// probed: a connection to an iperf3 server is a test attempt to it. So /readyz turns false once
+// the proxy has found every backend refusing, and stays so until one listens again.
 class Backends {
  public:
   struct Callbacks {
@@ -88,6 +97,10 @@ class Backends {
 
  private:
   bool addFromFile(const std::string& text, std::string* error);
+  pool::BackendId addGiven(const net::Address& address);
+  // A given backend refused a connection: down until a probe connects.
+  void markDown(pool::BackendId id);
+  void probeDown();
   bool readFile(std::vector<std::string>* entries, std::string* error) const;
   // Hands free backends to queued tests, expires waits, and re-arms the timer.
   void settle();
@@ -100,9 +113,13 @@ class Backends {
   std::vector<std::unique_ptr<EmbeddedServer>> embedded_;
   std::map<pool::BackendId, EmbeddedServer*> embedded_by_id_;
   std::map<std::string, pool::BackendId> from_file_;  // by the file's own text
+  std::map<pool::BackendId, net::Address> given_;     // --backend and --backends-file
+  // Given backends that are down, each with its probe while one is under way.
+  std::map<pool::BackendId, std::unique_ptr<BackendProbe>> down_;
   std::array<std::uint64_t, 5> faults_{};
   std::uint64_t hung_reports_ = 0;
   ev::Timer tick_;
+  ev::Timer probe_tick_;
 };
 
 }  // namespace iperf3proxy::proxy

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -33,6 +34,9 @@ class PendingConn : public ev::DeferredDeletable {
 
   const net::Address& peer() const { return peer_; }
 
+  // When the connection was accepted: a test's set-up time is counted from there.
+  std::chrono::steady_clock::time_point accepted() const { return accepted_; }
+
   // No callback after this (the connection was evicted or the proxy is stopping).
   void stop() { finish(); }
 
@@ -43,6 +47,7 @@ class PendingConn : public ev::DeferredDeletable {
   Callbacks callbacks_;
   net::UniqueFd fd_;
   net::Address peer_;
+  std::chrono::steady_clock::time_point accepted_ = std::chrono::steady_clock::now();
   std::array<std::uint8_t, proto::kCookieSize> buffer_{};
   std::size_t have_ = 0;
   bool finished_ = false;

@@ -32,6 +32,22 @@ std::string_view udpDropName(int why) {
                   : "not an iperf3 UDP connect message";
 }
 
+// Nobody listens (no --metrics).
+class NoObserver final : public ServerObserver {
+ public:
+  void connectionRefused(RefusedConnection) override {}
+
+  void datagramDropped(DroppedDatagram) override {}
+
+  void testRefused(CloseReason) override {}
+
+  void testRunning(std::chrono::duration<double>) override {}
+
+  void testEnded(const TestSummary&) override {}
+};
+
+NoObserver no_observer;
+
 }  // namespace
 
 Server::Server(ev::EventLoop& loop,
@@ -50,6 +66,7 @@ Server::Server(ev::EventLoop& loop,
                                     [this](const proto::Cookie& test) {
                                       onQueueExpired(test);
                                     }}),
+      observer_(&no_observer),
       refused_log_(loop, "refused connections"),
       busy_log_(loop, "refused tests"),
       udp_drop_log_(loop, "dropped datagrams"),
@@ -66,12 +83,13 @@ Server::Server(ev::EventLoop& loop,
         stats_tick_.armMs(kStatsIntervalMs);
       }) {
   if (threads <= 1) {
-    inline_worker_ = std::make_unique<Worker>(0, loop, loop, static_cast<Front&>(*this), settings);
+    inline_worker_ =
+        std::make_unique<Worker>(0, loop, loop, static_cast<Front&>(*this), settings, traffic_);
     workers_.push_back(inline_worker_.get());
   } else {
     for (int i = 0; i < threads; ++i) {
       worker_threads_.push_back(
-          std::make_unique<WorkerThread>(i, loop, static_cast<Front&>(*this), settings));
+          std::make_unique<WorkerThread>(i, loop, static_cast<Front&>(*this), settings, traffic_));
       workers_.push_back(&worker_threads_.back()->worker());
     }
   }
@@ -81,6 +99,10 @@ Server::Server(ev::EventLoop& loop,
 
 Server::~Server() {
   shutdown();
+}
+
+void Server::setObserver(ServerObserver* observer) {
+  observer_ = observer != nullptr ? observer : &no_observer;
 }
 
 bool Server::startBackends(std::string* error, int* exit_code) {
@@ -201,6 +223,7 @@ void Server::evictOldestPending() {
   // cookie yet, the one that has waited longest makes room.
   PendingConn* oldest = pending_order_.front();
   ++stats_.evicted_pending;
+  observer_->connectionRefused(ServerObserver::RefusedConnection::Evicted);
   refused_log_.log(fmt::format(
       "refused connection from {}: more than {} connections without a cookie; dropped the oldest",
       oldest->peer().toString(), settings_.limits.max_pending));
@@ -208,16 +231,20 @@ void Server::evictOldestPending() {
 }
 
 void Server::onRejected(PendingConn& pending, PendingConn::Rejection kind, const std::string& why) {
+  using Refused = ServerObserver::RefusedConnection;
   switch (kind) {
     case PendingConn::Rejection::Garbage:
       ++stats_.refused_garbage;
+      observer_->connectionRefused(Refused::NotACookie);
       break;
     case PendingConn::Rejection::Timeout:
       ++stats_.refused_timeout;
+      observer_->connectionRefused(Refused::CookieTimeout);
       break;
     case PendingConn::Rejection::Closed:
     case PendingConn::Rejection::ReadError:
       ++stats_.refused_closed;
+      observer_->connectionRefused(Refused::ClosedEarly);
       break;
   }
   refused_log_.log(fmt::format("refused connection from {}: {}", pending.peer().toString(), why));
@@ -226,6 +253,7 @@ void Server::onRejected(PendingConn& pending, PendingConn::Rejection kind, const
 
 void Server::onCookie(PendingConn& pending, proto::Cookie cookie, net::UniqueFd fd) {
   const net::Address peer = pending.peer();
+  const auto accepted = pending.accepted();
   retire(pending);
   if (auto it = tests_.find(cookie); it != tests_.end()) {
     Worker* worker = it->second.worker;
@@ -238,22 +266,27 @@ void Server::onCookie(PendingConn& pending, proto::Cookie cookie, net::UniqueFd 
     refuseStaleStream(std::move(fd), peer);
     return;
   }
-  startTest(cookie, std::move(fd), peer);
+  startTest(cookie, std::move(fd), peer, accepted);
 }
 
-void Server::startTest(const proto::Cookie& cookie, net::UniqueFd fd, const net::Address& peer) {
+void Server::startTest(const proto::Cookie& cookie,
+                       net::UniqueFd fd,
+                       const net::Address& peer,
+                       std::chrono::steady_clock::time_point accepted) {
   if (draining_) {
-    refuseTest(std::move(fd), peer, "the proxy is shutting down");
+    refuseTest(std::move(fd), peer, "the proxy is shutting down", CloseReason::Shutdown);
     return;
   }
   if (static_cast<int>(tests_.size()) >= settings_.limits.max_tests) {
     refuseTest(std::move(fd), peer,
-               fmt::format("{} tests are already running or queued (--max-tests)", tests_.size()));
+               fmt::format("{} tests are already running or queued (--max-tests)", tests_.size()),
+               CloseReason::TooManyTests);
     return;
   }
   auto answer = backends_.request(cookie);
   if (auto* refused = std::get_if<pool::BackendPool::Refused>(&answer)) {
-    refuseTest(std::move(fd), peer, refused->why, refused->none_up);
+    refuseTest(std::move(fd), peer, refused->why,
+               refused->none_up ? CloseReason::BackendUnreachable : CloseReason::NoBackendFree);
     return;
   }
   std::optional<pool::Lease> lease;
@@ -265,10 +298,10 @@ void Server::startTest(const proto::Cookie& cookie, net::UniqueFd fd, const net:
   Worker& worker = pickWorker();
   ++worker_load_[static_cast<std::size_t>(worker.index())];
   tests_.emplace(cookie, Test{&worker, {}});
-  worker.loop().post(
-      [w = &worker, cookie, fd = std::move(fd), peer, lease = std::move(lease)]() mutable {
-        w->startSession(cookie, std::move(fd), peer, std::move(lease));
-      });
+  worker.loop().post([w = &worker, cookie, fd = std::move(fd), peer, accepted,
+                      lease = std::move(lease)]() mutable {
+    w->startSession(cookie, std::move(fd), peer, accepted, std::move(lease));
+  });
 }
 
 Worker& Server::pickWorker() {
@@ -287,9 +320,10 @@ Worker& Server::pickWorker() {
 void Server::refuseTest(net::UniqueFd fd,
                         const net::Address& peer,
                         const std::string& why,
-                        bool unreachable) {
+                        CloseReason reason) {
   ++stats_.refused_tests;
-  if (unreachable) {
+  observer_->testRefused(reason);
+  if (reason == CloseReason::BackendUnreachable) {
     // No server to run it on at all: the client prints "unable to connect to server".
     const auto message = proto::encodeServerError(proto::ierrno::kConnect, ECONNREFUSED);
     (void)::send(fd.get(), message.data(), message.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -303,6 +337,7 @@ void Server::refuseTest(net::UniqueFd fd,
 void Server::refuseStaleStream(net::UniqueFd fd, const net::Address& peer) {
   // The test this connection belongs to has ended: it must not start a test of its own.
   ++stats_.stale_streams;
+  observer_->connectionRefused(ServerObserver::RefusedConnection::TestEnded);
   (void)::send(fd.get(), &kAccessDeniedByte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
   refused_log_.log(
       fmt::format("refused connection from {}: its test has already ended", peer.toString()));
@@ -352,6 +387,9 @@ void Server::onUdpReadable(Listener& listener) {
 
 void Server::dropDatagram(UdpDrop why, const net::Address& source) {
   (why == UdpDrop::NoTest ? stats_.udp_no_test : stats_.udp_not_connect)++;
+  observer_->datagramDropped(why == UdpDrop::NoTest
+                                 ? ServerObserver::DroppedDatagram::NoTest
+                                 : ServerObserver::DroppedDatagram::NotConnectMessage);
   udp_drop_log_.log(fmt::format(
       "dropped UDP datagram from {}: {} (dropped so far: {} no test, {} not a connect message)",
       source.toString(), udpDropName(why == UdpDrop::NoTest ? 0 : 1), stats_.udp_no_test,
@@ -437,6 +475,7 @@ void Server::onSessionEnded(const proto::Cookie& test,
     return;
   }
   ++stats_.tests_ended[static_cast<std::size_t>(summary.reason)];
+  observer_->testEnded(summary);
   --worker_load_[static_cast<std::size_t>(it->second.worker->index())];
   for (const auto& key : it->second.udp_flows) {
     udp_flows_.erase(key);

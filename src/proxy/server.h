@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -19,9 +20,11 @@
 #include "proxy/backends.h"
 #include "proxy/pending_conn.h"
 #include "proxy/recent_cookies.h"
+#include "proxy/server_observer.h"
 #include "proxy/settings.h"
 #include "proxy/stats.h"
 #include "proxy/throttled_log.h"
+#include "proxy/traffic_counters.h"
 #include "proxy/worker.h"
 
 namespace iperf3proxy::proxy {
@@ -72,6 +75,9 @@ class Server : private Front {
 
   std::size_t testCount() const { return tests_.size(); }
 
+  // After drain(): no new tests.
+  bool draining() const { return draining_; }
+
   const ProxyStats& stats() const { return stats_; }
 
   // The counters, and what the backends did, in one line (logged every minute if changed, and
@@ -79,6 +85,20 @@ class Server : private Front {
   std::string statsLine() const;
 
   const Backends& backends() const { return backends_; }
+
+  // Test data relayed so far, running tests included (updated by the workers once a second).
+  const TrafficCounters& traffic() const { return traffic_; }
+
+  // Tests waiting for a free backend, and the others the front knows of (running, or being set
+  // up on a backend).
+  std::size_t queuedTests() const { return backends_.queueLength(); }
+
+  std::size_t runningTests() const {
+    return tests_.size() - std::min(tests_.size(), queuedTests());
+  }
+
+  // Tells `observer` (which outlives the server) what happens from now on; nullptr: nobody.
+  void setObserver(ServerObserver* observer);
 
  private:
   struct Listener {
@@ -102,13 +122,16 @@ class Server : private Front {
   void pauseAccepting();
   void onCookie(PendingConn& pending, proto::Cookie cookie, net::UniqueFd fd);
   void onRejected(PendingConn& pending, PendingConn::Rejection kind, const std::string& why);
-  void startTest(const proto::Cookie& cookie, net::UniqueFd fd, const net::Address& peer);
-  // Answers a new test that cannot run: "busy", or, when no backend is up at all (`unreachable`),
-  // the server error a client gets when it cannot connect.
+  void startTest(const proto::Cookie& cookie,
+                 net::UniqueFd fd,
+                 const net::Address& peer,
+                 std::chrono::steady_clock::time_point accepted);
+  // Answers a new test that cannot run: "busy", or, when no backend is up at all
+  // (CloseReason::BackendUnreachable), the server error a client gets when it cannot connect.
   void refuseTest(net::UniqueFd fd,
                   const net::Address& peer,
                   const std::string& why,
-                  bool unreachable = false);
+                  CloseReason reason);
   void refuseStaleStream(net::UniqueFd fd, const net::Address& peer);
   Worker& pickWorker();
   void logStatsIfChanged();
@@ -128,6 +151,10 @@ class Server : private Front {
 
   void onTestFinishing(const proto::Cookie& test) override { backends_.finishing(test); }
 
+  void onTestRunning(std::chrono::duration<double> setup) override {
+    observer_->testRunning(setup);
+  }
+
   void onSessionEnded(const proto::Cookie& test,
                       const TestSummary& summary,
                       bool backend_broke) override;
@@ -139,6 +166,9 @@ class Server : private Front {
   std::vector<Listener> udp_listeners_;
   net::DatagramBatch udp_batch_;
   ProxyStats stats_;
+  ServerObserver* observer_;
+  // Written by the workers: declared before them, so it outlives them.
+  TrafficCounters traffic_;
   std::string last_stats_logged_;
   ThrottledLog refused_log_;
   ThrottledLog busy_log_;

@@ -34,13 +34,14 @@ Session::Session(ev::EventLoop& loop,
                  SessionHost& host,
                  proto::Cookie cookie,
                  net::UniqueFd client,
-                 net::Address client_address)
+                 net::Address client_address,
+                 std::chrono::steady_clock::time_point accepted)
     : loop_(loop),
       settings_(settings),
       host_(host),
       cookie_(cookie),
       client_address_(client_address),
-      started_(std::chrono::steady_clock::now()),
+      started_(accepted),
       waiting_since_(started_),
       client_control_(std::move(client)),
       stream_setup_deadline_(loop, [this] { onRoleDeadline(); }),
@@ -231,6 +232,7 @@ void Session::onState(const proto::StateReceived& received) {
         return;
       case State::TestRunning:
         running_ = true;
+        host_.testRunning(std::chrono::steady_clock::now() - started_);
         if (settings_.limits.max_duration_s > 0 && params_) {
           // Byte- and block-bound tests (-n, -k) have no -t to check up front: they are stopped
           // once they run past the cap, with the same grace iperf3 gives its own timers.
@@ -460,6 +462,7 @@ void Session::onIdleTick() {
   if (control_) {
     total += control_->bytesFromClient() + control_->bytesFromServer();
   }
+  countTraffic();
   idle_ms_ = total == last_total_bytes_ ? idle_ms_ + kIdleTickMs : 0;
   last_total_bytes_ = total;
   if (idle_ms_ >= settings_.timeouts.idle_ms) {
@@ -475,6 +478,17 @@ std::uint64_t Session::bytesUp() const {
 
 std::uint64_t Session::bytesDown() const {
   return (tcp_ ? tcp_->bytesDown() : 0) + (udp_ ? udp_->bytesDown() : 0);
+}
+
+void Session::countTraffic() {
+  if (!params_) {
+    return;  // no test data before the parameters
+  }
+  const std::uint64_t up = bytesUp();
+  const std::uint64_t down = bytesDown();
+  host_.traffic().add(params_->transport, up - counted_up_, down - counted_down_);
+  counted_up_ = up;
+  counted_down_ = down;
 }
 
 void Session::rejectStream(net::UniqueFd fd, const net::Address& peer, const std::string& why) {
@@ -545,9 +559,9 @@ void Session::close(CloseReason reason, const std::string& detail) {
     timer->disarm();
   }
   // Counted once, after everything stopped: nothing moves after the summary line.
+  countTraffic();
   const TestSummary record = summary();
-  spdlog::log(isRoutineEnd(reason_) ? spdlog::level::info : spdlog::level::warn, "{}",
-              formatTestEnded(record));
+  logTestEnded(record);
   endUdpSetup();
   // Held against the backend (a backoff before its next test): its side broke. A client that
   // vanished (an idle timeout, a reset from the client) says nothing about the server.

@@ -21,6 +21,7 @@
 #include "proxy/settings.h"
 #include "proxy/tcp_streams.h"
 #include "proxy/test_report.h"
+#include "proxy/traffic_counters.h"
 #include "proxy/udp_streams.h"
 
 namespace iperf3proxy::proxy {
@@ -37,6 +38,8 @@ class SessionHost {
   virtual void requestUdpSetup(const proto::Cookie& test, const std::string& client_host) = 0;
   // The test is past IPERF_DONE: its backend is about to be free.
   virtual void testFinishing(const proto::Cookie& test) = 0;
+  // The test reached TEST_RUNNING, `setup` after its control connection was accepted.
+  virtual void testRunning(std::chrono::duration<double> setup) = 0;
   // Done setting up UDP streams (or gave up): the next test from that address may go.
   virtual void udpSetupDone(const proto::Cookie& test) = 0;
   // The session has ended; everything it held (its lease, its turn) goes back. The host removes
@@ -46,6 +49,8 @@ class SessionHost {
                             bool backend_broke) = 0;
   // A batch buffer for the UDP flows of this loop.
   virtual net::DatagramBatch& udpBatch() = 0;
+  // Where the session adds the test data it relayed (once a second, and at its end).
+  virtual TrafficCounters& traffic() = 0;
 };
 
 // One iperf3 test, identified by its cookie: the control connection, every data connection,
@@ -63,7 +68,8 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
           SessionHost& host,  // outlives the session
           proto::Cookie cookie,
           net::UniqueFd client,
-          net::Address client_address);
+          net::Address client_address,
+          std::chrono::steady_clock::time_point accepted);
   ~Session() override;
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -124,6 +130,8 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   void sendToClientNow(std::span<const std::uint8_t> bytes);
   std::uint64_t bytesUp() const;
   std::uint64_t bytesDown() const;
+  // Adds what was relayed since the last call to the proxy's traffic counters.
+  void countTraffic();
   TestSummary summary() const;
   std::string prefix() const;
 
@@ -153,6 +161,8 @@ class Session : public ev::DeferredDeletable, private ControlRelayCallbacks {
   CloseReason reason_ = CloseReason::Completed;
   std::string reason_detail_;
   std::uint64_t last_total_bytes_ = 0;
+  std::uint64_t counted_up_ = 0;  // test data already added to host_.traffic()
+  std::uint64_t counted_down_ = 0;
   long idle_ms_ = 0;
 
   // Connections. Declared before the events and timers that reference them.

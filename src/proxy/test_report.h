@@ -4,6 +4,8 @@
 #include <optional>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "proto/test_params.h"
 #include "proxy/close_reason.h"
 
@@ -38,5 +40,17 @@ std::string formatTestEnded(const TestSummary& summary);
 
 // Whether the line is routine (info) or worth a warning.
 bool isRoutineEnd(CloseReason reason);
+
+// The same record as JSON fields (--log-format json), e.g.
+//   "event":"test-ended","client":"192.0.2.7:33238","client_version":"3.12","protocol":"tcp",
+//   "mode":"bidir","streams":1,"duration_s":2.02,"bytes_up":856934396,"bytes_down":1081177033,
+//   "roles_repaired":1,"out_of_order":2,"backend":"127.0.0.1:40211","reason":"completed",...
+// Every field is always there (null where unknown: a test that ended before its parameters has
+// no client_version, protocol, mode or streams), so that log pipelines see one schema.
+nlohmann::ordered_json testEndedFields(const TestSummary& summary);
+
+// Logs the test-ended record: the text line, or with --log-format json the message
+// "test ended" with testEndedFields(). Info for a routine end, else a warning.
+void logTestEnded(const TestSummary& summary);
 
 }  // namespace iperf3proxy::proxy

@@ -10,8 +10,14 @@ Worker::Worker(int index,
                ev::EventLoop& loop,
                ev::EventLoop& front_loop,
                Front& front,
-               const ProxySettings& settings)
-    : index_(index), loop_(loop), front_loop_(front_loop), front_(front), settings_(settings) {}
+               const ProxySettings& settings,
+               TrafficCounters& traffic)
+    : index_(index),
+      loop_(loop),
+      front_loop_(front_loop),
+      front_(front),
+      settings_(settings),
+      traffic_(traffic) {}
 
 Worker::~Worker() {
   closeAll(CloseReason::Shutdown);
@@ -25,9 +31,10 @@ Session* Worker::find(const proto::Cookie& test) {
 void Worker::startSession(const proto::Cookie& test,
                           net::UniqueFd client,
                           const net::Address& peer,
+                          std::chrono::steady_clock::time_point accepted,
                           std::optional<pool::Lease> lease) {
   auto session = std::make_unique<Session>(loop_, settings_, static_cast<SessionHost&>(*this), test,
-                                           std::move(client), peer);
+                                           std::move(client), peer, accepted);
   Session& ref = *session;
   sessions_[test] = std::move(session);
   ref.start(std::move(lease));
@@ -97,6 +104,10 @@ void Worker::testFinishing(const proto::Cookie& test) {
   front_loop_.post([front = &front_, test] { front->onTestFinishing(test); });
 }
 
+void Worker::testRunning(std::chrono::duration<double> setup) {
+  front_loop_.post([front = &front_, setup] { front->onTestRunning(setup); });
+}
+
 void Worker::sessionEnded(const proto::Cookie& test,
                           const TestSummary& summary,
                           bool backend_broke) {
@@ -113,8 +124,10 @@ void Worker::sessionEnded(const proto::Cookie& test,
 WorkerThread::WorkerThread(int index,
                            ev::EventLoop& front_loop,
                            Front& front,
-                           const ProxySettings& settings)
-    : worker_(index, loop_, front_loop, front, settings), thread_([this] { loop_.run(); }) {}
+                           const ProxySettings& settings,
+                           TrafficCounters& traffic)
+    : worker_(index, loop_, front_loop, front, settings, traffic),
+      thread_([this] { loop_.run(); }) {}
 
 WorkerThread::~WorkerThread() {
   stop();

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -17,6 +18,7 @@
 #include "proxy/session.h"
 #include "proxy/settings.h"
 #include "proxy/test_report.h"
+#include "proxy/traffic_counters.h"
 
 namespace iperf3proxy::proxy {
 
@@ -29,6 +31,8 @@ class Front {
   virtual void onUdpSetupRequested(const proto::Cookie& test, const std::string& client_host) = 0;
   virtual void onUdpSetupDone(const proto::Cookie& test) = 0;
   virtual void onTestFinishing(const proto::Cookie& test) = 0;
+  // A test reached TEST_RUNNING, `setup` after its control connection was accepted.
+  virtual void onTestRunning(std::chrono::duration<double> setup) = 0;
   virtual void onSessionEnded(const proto::Cookie& test,
                               const TestSummary& summary,
                               bool backend_broke) = 0;
@@ -47,7 +51,8 @@ class Worker : private SessionHost {
          ev::EventLoop& loop,        // the worker's loop
          ev::EventLoop& front_loop,  // where Front calls are posted
          Front& front,
-         const ProxySettings& settings);
+         const ProxySettings& settings,
+         TrafficCounters& traffic);  // outlives the worker
   ~Worker() override;
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -56,6 +61,7 @@ class Worker : private SessionHost {
   void startSession(const proto::Cookie& test,
                     net::UniqueFd client,
                     const net::Address& peer,
+                    std::chrono::steady_clock::time_point accepted,
                     std::optional<pool::Lease> lease);
   void attachStream(const proto::Cookie& test, net::UniqueFd fd, const net::Address& peer);
   void backendGranted(const proto::Cookie& test, pool::Lease lease);
@@ -80,17 +86,21 @@ class Worker : private SessionHost {
   void requestUdpSetup(const proto::Cookie& test, const std::string& client_host) override;
   void udpSetupDone(const proto::Cookie& test) override;
   void testFinishing(const proto::Cookie& test) override;
+  void testRunning(std::chrono::duration<double> setup) override;
   void sessionEnded(const proto::Cookie& test,
                     const TestSummary& summary,
                     bool backend_broke) override;
 
   net::DatagramBatch& udpBatch() override { return udp_batch_; }
 
+  TrafficCounters& traffic() override { return traffic_; }
+
   int index_;
   ev::EventLoop& loop_;
   ev::EventLoop& front_loop_;
   Front& front_;
   const ProxySettings& settings_;
+  TrafficCounters& traffic_;
   net::DatagramBatch udp_batch_;
   std::unordered_map<proto::Cookie, std::unique_ptr<Session>, proto::CookieHash> sessions_;
 };
@@ -98,7 +108,11 @@ class Worker : private SessionHost {
 // A worker with a thread and a loop of its own.
 class WorkerThread {
  public:
-  WorkerThread(int index, ev::EventLoop& front_loop, Front& front, const ProxySettings& settings);
+  WorkerThread(int index,
+               ev::EventLoop& front_loop,
+               Front& front,
+               const ProxySettings& settings,
+               TrafficCounters& traffic);
   ~WorkerThread();
   WorkerThread(const WorkerThread&) = delete;
   WorkerThread& operator=(const WorkerThread&) = delete;
