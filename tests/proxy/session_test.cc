@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -28,6 +29,7 @@
 #include "loopback.h"
 #include "net/datagram_batch.h"
 #include "proto/wire.h"
+#include "proxy/traffic_counters.h"
 #include "scripted_peers.h"
 
 namespace iperf3proxy::proxy {
@@ -93,7 +95,12 @@ class RecordingHost : public SessionHost {
     loop_.deferredDelete(std::move(session));
   }
 
+  // A metrics report, not a request: counted, not kept in `calls`.
+  void testRunning(std::chrono::duration<double>) override { ++tests_running; }
+
   net::DatagramBatch& udpBatch() override { return batch; }
+
+  TrafficCounters& traffic() override { return traffic_counters; }
 
   bool ended() const { return summary.has_value(); }
 
@@ -107,6 +114,8 @@ class RecordingHost : public SessionHost {
   std::optional<TestSummary> summary;
   bool backend_broke = false;
   net::DatagramBatch batch;
+  TrafficCounters traffic_counters;
+  int tests_running = 0;
 
  private:
   void note(const std::string& what) {
@@ -144,8 +153,9 @@ class SessionTest : public ::testing::Test {
     client_ = std::move(outer);
     const auto peer = net::peerAddress(inner.get());
     ASSERT_TRUE(peer);
-    host_.session = std::make_unique<Session>(loop_, settings_, host_, testing::testCookie(),
-                                              std::move(inner), *peer);
+    host_.session =
+        std::make_unique<Session>(loop_, settings_, host_, testing::testCookie(), std::move(inner),
+                                  *peer, std::chrono::steady_clock::now());
     session_ = host_.session.get();
     session_->start(std::move(lease));
   }
