@@ -46,6 +46,8 @@ class SessionHost {
                             bool backend_broke) = 0;
   // A batch buffer for the UDP flows of this loop.
   virtual net::DatagramBatch& udpBatch() = 0;
+  // The pipes for the TCP relays of this loop.
+  virtual std::shared_ptr<PipePool> pipePool() = 0;
 };
 
 // One iperf3 test, identified by its cookie: the control connection, every data connection,

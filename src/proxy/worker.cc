@@ -11,7 +11,12 @@ Worker::Worker(int index,
                ev::EventLoop& front_loop,
                Front& front,
                const ProxySettings& settings)
-    : index_(index), loop_(loop), front_loop_(front_loop), front_(front), settings_(settings) {}
+    : index_(index),
+      loop_(loop),
+      front_loop_(front_loop),
+      front_(front),
+      settings_(settings),
+      pipes_(std::make_shared<PipePool>(settings.data_path.pipe_size)) {}
 
 Worker::~Worker() {
   closeAll(CloseReason::Shutdown);

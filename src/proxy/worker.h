@@ -86,12 +86,17 @@ class Worker : private SessionHost {
 
   net::DatagramBatch& udpBatch() override { return udp_batch_; }
 
+  std::shared_ptr<PipePool> pipePool() override { return pipes_; }
+
   int index_;
   ev::EventLoop& loop_;
   ev::EventLoop& front_loop_;
   Front& front_;
   const ProxySettings& settings_;
   net::DatagramBatch udp_batch_;
+  // Shared with the relays that hold its pipes: they may outlive the worker on the loop's
+  // deferred-delete queue.
+  std::shared_ptr<PipePool> pipes_;
   std::unordered_map<proto::Cookie, std::unique_ptr<Session>, proto::CookieHash> sessions_;
 };
 
