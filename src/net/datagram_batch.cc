@@ -114,11 +114,13 @@ int DatagramBatch::receive(int fd) {
   }
   datagrams_.clear();
   message_of_.clear();
+  messages_received_ = 0;
   const int n =
       ::recvmmsg(fd, messages_.data(), static_cast<unsigned>(capacity_), MSG_DONTWAIT, nullptr);
   if (n == -1) {
     return errno == EAGAIN || errno == EINTR ? 0 : -1;
   }
+  messages_received_ = static_cast<std::size_t>(n);
   for (int m = 0; m < n; ++m) {
     const auto index = static_cast<std::size_t>(m);
     msghdr& header = messages_[index].msg_hdr;

@@ -68,6 +68,10 @@ class DatagramBatch {
   // EAGAIN), or -1 with errno set on another error. Source addresses are recorded per datagram.
   int receive(int fd);
 
+  // The last receive filled every buffer: the socket may hold more. When it did not, the socket
+  // was drained at that moment, and another receive would most likely only return EAGAIN.
+  bool filled() const { return messages_received_ == capacity_; }
+
   // The datagrams of the last receive, in order.
   std::span<const DatagramView> datagrams() const { return datagrams_; }
 
@@ -87,6 +91,7 @@ class DatagramBatch {
 
  private:
   std::size_t capacity_;
+  std::size_t messages_received_ = 0;
   // Not value-initialised: only the pages datagrams are written to become resident.
   std::unique_ptr<std::uint8_t[]> storage_;
   std::vector<iovec> iovecs_;

@@ -12,8 +12,8 @@
 namespace iperf3proxy::proxy {
 namespace {
 
-// Receive batches per wake-up before other flows get a turn (level-triggered: the rest fires
-// again at once).
+// Full receive batches per wake-up before other flows get a turn (level-triggered: the rest
+// fires again at once).
 constexpr int kBatchesPerWakeup = 4;
 
 // Compares a received source with the expected peer without formatting either: port and address
@@ -106,6 +106,9 @@ void DatagramRelay::onReadable() {
     }
     if (!deliver(datagrams)) {
       return;  // paused: the source is not read until the destination has room
+    }
+    if (!batch_.filled()) {
+      return;  // drained: a receive now would mostly cost an EAGAIN (level-triggered: more wakes)
     }
   }
 }
