@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # bench/run_bench.sh - throughput benchmark: iperf3 direct vs. iperf3-proxy vs. HAProxy.
 #
-# One run starts a single `iperf3 -s`, iperf3-proxy and HAProxy (TCP mode,
-# kernel splicing) in front of it, each on its own free loopback port, then runs
-# every scenario over every path for several interleaved rounds and prints the
-# per-path medians and their ratios.  See bench/README.md.
+# One run starts iperf3 servers, iperf3-proxy in front of all of them (a pool) and HAProxy (TCP
+# mode, kernel splicing, one frontend per server), each on free loopback ports, then runs every
+# scenario over every path for several interleaved rounds and prints the per-path medians and
+# their ratios, CPU seconds per GB, the proxy's RSS and how its threads shared the work.
+# See bench/README.md.
 #
 # This is a benchmark, not a test: it exits 0 unless the setup itself fails.
 
@@ -12,16 +13,24 @@ set -u -o pipefail
 
 # ---------------------------------------------------------------------------
 # Scenarios: one line each, "name|iperf3 client arguments".  The name is what
-# --scenarios filters on; the arguments are shown in the table.  Bidirectional
-# scenarios are recognised from the --bidir argument, UDP ones from -u/--udp:
-# those run over direct and proxy only (HAProxy cannot relay UDP), with -O 0,
-# and are reported in a table of their own (receiver Gbit/s and loss %).
+# --scenarios filters on; the arguments are shown in the tables.  --bidir lines
+# get a row per direction; -u/--udp lines run over direct and the proxy only
+# (HAProxy relays no UDP), with -O 0, in a table of their own (receiver Gbit/s
+# and loss).  "@N ARGS" runs N clients at once: directly each against a server of
+# its own, through HAProxy each through the frontend of its server, through the
+# proxy all to its one port (the pool spreads them over the servers).
 # ---------------------------------------------------------------------------
 SCENARIOS=(
     "P1|-P 1"
+    "R|-R"
     "bidir|--bidir"
+    "P4|-P 4"
     "udp|-u -b 1G -l 1400"
     "udp-R|-u -b 1G -l 1400 -R"
+    "udp0|-u -b 0 -l 1400"
+    "udp0-R|-u -b 0 -l 1400 -R"
+    "conc8|@8 -P 1"
+    "conc32|@32 -P 1"
 )
 
 # ---------------------------------------------------------------------------
@@ -29,9 +38,9 @@ SCENARIOS=(
 # ---------------------------------------------------------------------------
 DURATION=${BENCH_TIME:-5}            # iperf3 -t
 OMIT=${BENCH_OMIT:-1}                # iperf3 -O (seconds of slow start left out)
-ROUNDS=${BENCH_ROUNDS:-3}            # repetitions of every (scenario, path)
+ROUNDS=${BENCH_ROUNDS:-5}            # repetitions of every (scenario, path)
 PAUSE=${BENCH_PAUSE:-0.5}            # seconds between two client runs
-CPU=${BENCH_CPU:-0}                  # 1: record proxy/haproxy CPU time
+CPU=${BENCH_CPU:-1}                  # 1: CPU s/GB of the forwarders, proxy RSS and threads
 PATHS_SEL=${BENCH_PATHS:-direct,proxy,haproxy}
 SCEN_SEL=${BENCH_SCENARIOS:-}
 KEEP=${BENCH_KEEP:-0}                # 1: keep the temp dir (logs, JSON, raw.tsv)
@@ -39,6 +48,7 @@ INSTALL_DEPS=0
 PROXY_BIN=${IPERF3_PROXY_BIN:-}
 PROXY_LOG_LEVEL=${PROXY_LOG_LEVEL:-info}
 PROXY_EXTRA_ARGS=${PROXY_EXTRA_ARGS:-}
+VARIANTS=()                          # --variant NAME=[BINARY::]ARGS
 HAPROXY_BIN=${HAPROXY_BIN:-haproxy}
 HAPROXY_SPLICE=${HAPROXY_SPLICE:-force}   # force | auto | off
 HAPROXY_NBTHREAD=${HAPROXY_NBTHREAD:-}    # empty: HAProxy's default (one per CPU)
@@ -49,28 +59,31 @@ REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
 [[ -n $PROXY_BIN ]] || PROXY_BIN=$REPO_DIR/build/ci/src/iperf3-proxy
 
 usage() {
-    cat <<EOF
+    cat <<USAGE
 usage: bench/run_bench.sh [options]
 
   -t, --time SECS        iperf3 -t per run (env BENCH_TIME, default 5)
   -O, --omit SECS        iperf3 -O, slow start left out (env BENCH_OMIT, default 1;
                          UDP scenarios always run with -O 0)
   -r, --rounds N         rounds; each round runs every scenario over every path
-                         (env BENCH_ROUNDS, default 3); the median is reported
-      --cpu              record CPU seconds of iperf3-proxy and haproxy per GB
-                         moved, from /proc/PID/stat (env BENCH_CPU=1)
+                         (env BENCH_ROUNDS, default 5); the median is reported
+      --no-cpu           leave out CPU s/GB, RSS and per-thread CPU (env BENCH_CPU=0)
       --paths LIST       comma list of direct,proxy,haproxy (env BENCH_PATHS)
       --scenarios LIST   comma list of scenario names (env BENCH_SCENARIOS);
                          known: $(for s in "${SCENARIOS[@]}"; do printf '%s ' "${s%%|*}"; done)
+      --variant NAME=[BINARY::]ARGS
+                         one more proxy path, proxy-NAME, in the same run: another
+                         binary and/or more arguments, e.g. 'p256k=--pipe-size 262144'
+                         or 'base=/tmp/old/iperf3-proxy::'; repeatable
       --keep             keep the temp dir with logs, client JSON and raw.tsv
       --install-deps     apt-get install haproxy/jq/iperf3 if missing
   -h, --help             this text
 
 environment: IPERF3_PROXY_BIN (default build/ci/src/iperf3-proxy),
-  PROXY_LOG_LEVEL (info), PROXY_EXTRA_ARGS, HAPROXY_BIN, HAPROXY_SPLICE
-  (force = splice-auto + splice-request + splice-response; auto; off),
-  HAPROXY_NBTHREAD, BENCH_PAUSE (0.5), BENCH_CLIENT_MARGIN (20)
-EOF
+  PROXY_LOG_LEVEL (info), PROXY_EXTRA_ARGS (every proxy path), HAPROXY_BIN,
+  HAPROXY_SPLICE (force = splice-auto + splice-request + splice-response; auto;
+  off), HAPROXY_NBTHREAD, BENCH_PAUSE (0.5), BENCH_CLIENT_MARGIN (20)
+USAGE
 }
 
 while (($#)); do
@@ -79,8 +92,10 @@ while (($#)); do
         -O|--omit) OMIT=$2; shift 2 ;;
         -r|--rounds) ROUNDS=$2; shift 2 ;;
         --cpu) CPU=1; shift ;;
+        --no-cpu) CPU=0; shift ;;
         --paths) PATHS_SEL=$2; shift 2 ;;
         --scenarios) SCEN_SEL=$2; shift 2 ;;
+        --variant) VARIANTS+=("$2"); shift 2 ;;
         --keep) KEEP=1; shift ;;
         --install-deps) INSTALL_DEPS=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -118,24 +133,51 @@ if ((${#need_pkgs[@]})); then
     fi
 fi
 
-# Selected paths and scenarios.
+# ---------------------------------------------------------------------------
+# Paths (direct, proxy, haproxy, proxy-NAME per variant) and scenarios.
+# ---------------------------------------------------------------------------
+declare -A P_BIN P_ARGS P_PORT P_PID P_STATE
 PATHS=()
 IFS=, read -ra _sel <<<"$PATHS_SEL"
 for p in "${_sel[@]}"; do
     case $p in direct|proxy|haproxy) PATHS+=("$p") ;; *) die "unknown path '$p'" ;; esac
 done
+[[ " ${PATHS[*]} " == *" proxy "* ]] && { P_BIN[proxy]=$PROXY_BIN; P_ARGS[proxy]=""; }
+for v in "${VARIANTS[@]}"; do
+    [[ $v == *=* ]] || die "--variant wants NAME=[BINARY::]ARGS, got '$v'"
+    name=${v%%=*} spec=${v#*=} bin=$PROXY_BIN
+    [[ $name =~ ^[A-Za-z0-9_.-]+$ ]] || die "variant name '$name': letters, digits, _ . - only"
+    if [[ $spec == *::* ]]; then bin=${spec%%::*} spec=${spec#*::}; fi
+    PATHS+=("proxy-$name")
+    P_BIN[proxy-$name]=$bin
+    P_ARGS[proxy-$name]=$spec
+done
 ((${#PATHS[@]})) || die "no path selected"
+is_proxy_path() { [[ $1 == proxy || $1 == proxy-* ]]; }
+
 RUN_SCENARIOS=()
 for s in "${SCENARIOS[@]}"; do
     if [[ -z $SCEN_SEL || ,$SCEN_SEL, == *,"${s%%|*}",* ]]; then RUN_SCENARIOS+=("$s"); fi
 done
 ((${#RUN_SCENARIOS[@]})) || die "no scenario matches '$SCEN_SEL'"
 
+scen_clients() {  # scen_clients ARGS: N of "@N ARGS", else 1
+    if [[ $1 =~ ^@([0-9]+)\  ]]; then echo "${BASH_REMATCH[1]}"; else echo 1; fi
+}
+scen_args() { if [[ $1 =~ ^@[0-9]+\ (.*)$ ]]; then echo "${BASH_REMATCH[1]}"; else echo "$1"; fi; }
+is_udp() { [[ " $1 " == *" -u "* || " $1 " == *" --udp "* ]]; }  # is_udp "ARGS"
+
+NSERVERS=1
+for s in "${RUN_SCENARIOS[@]}"; do
+    n=$(scen_clients "${s#*|}")
+    ((n > NSERVERS)) && NSERVERS=$n
+done
+
 # ---------------------------------------------------------------------------
 # Process bookkeeping and cleanup (runs on normal exit, error and Ctrl-C).
 # ---------------------------------------------------------------------------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/iperf3-proxy-bench.XXXXXX")
-SERVER_PID="" PROXY_PID="" HAPROXY_PID="" CLIENT_PID=""
+SERVER_PIDS=() SERVER_PORTS=() HAPROXY_PORTS=() CLIENT_PIDS=() SAMPLER_PID=""
 
 stop_pid() {  # stop_pid PID: TERM, wait up to 2 s, then KILL
     local pid=$1 i
@@ -152,10 +194,10 @@ stop_pid() {  # stop_pid PID: TERM, wait up to 2 s, then KILL
 
 cleanup() {
     trap - EXIT INT TERM HUP
-    stop_pid "$CLIENT_PID"
-    stop_pid "$HAPROXY_PID"
-    stop_pid "$PROXY_PID"
-    stop_pid "$SERVER_PID"
+    local pid p
+    for pid in "${CLIENT_PIDS[@]}" "$SAMPLER_PID"; do stop_pid "$pid"; done
+    for p in "${!P_PID[@]}"; do stop_pid "${P_PID[$p]}"; done
+    for pid in "${SERVER_PIDS[@]}"; do stop_pid "$pid"; done
     if ((KEEP)); then
         log "kept $TMP"
     else
@@ -209,54 +251,61 @@ wait_listen() {  # wait_listen PORT PID TIMEOUT_S: 0 once listening, 1 if PID di
 }
 
 # ---------------------------------------------------------------------------
-# The three daemons.
+# The daemons: NSERVERS iperf3 servers, each proxy path in front of all of them,
+# HAProxy with one frontend per server.
 # ---------------------------------------------------------------------------
-free_port SERVER_PORT
-free_port PROXY_PORT
-free_port HAPROXY_PORT
+for ((i = 0; i < NSERVERS; i++)); do
+    free_port "SERVER_PORTS[$i]"
+    free_port "HAPROXY_PORTS[$i]"
+done
+for p in "${PATHS[@]}"; do
+    is_proxy_path "$p" && free_port "P_PORT[$p]"
+done
 
-start_server() {
-    iperf3 -s -B 127.0.0.1 -p "$SERVER_PORT" >>"$TMP/iperf3-server.log" 2>&1 &
-    SERVER_PID=$!
-    wait_listen "$SERVER_PORT" "$SERVER_PID" 10 || { tail -n 20 "$TMP/iperf3-server.log" >&2; die "iperf3 -s did not start"; }
+start_server() {  # start_server INDEX
+    local i=$1
+    iperf3 -s -B 127.0.0.1 -p "${SERVER_PORTS[$i]}" >>"$TMP/iperf3-server$i.log" 2>&1 &
+    SERVER_PIDS[i]=$!
+    wait_listen "${SERVER_PORTS[$i]}" "${SERVER_PIDS[$i]}" 10 ||
+        { tail -n 20 "$TMP/iperf3-server$i.log" >&2; die "iperf3 -s on ${SERVER_PORTS[$i]} did not start"; }
 }
 
 restart_server() {  # after a failed/hung run the server may still be inside that test
-    stop_pid "$SERVER_PID"
-    SERVER_PID=""
-    start_server
+    stop_pid "${SERVER_PIDS[$1]}"
+    start_server "$1"
 }
 
-PROXY_STATE=ok      # ok | "not built" | "start failed"
-start_proxy() {
-    if [[ ! -x $PROXY_BIN ]]; then
-        PROXY_STATE="not built"
-        log "proxy: not built ($PROXY_BIN)"
+start_proxy() {  # start_proxy PATH
+    local p=$1 bin=${P_BIN[$1]} backends=() i
+    if [[ ! -x $bin ]]; then
+        P_STATE[$p]="not built"
+        log "$p: not built ($bin)"
         return
     fi
-    # shellcheck disable=SC2086  # PROXY_EXTRA_ARGS is meant to split
-    "$PROXY_BIN" -p "$PROXY_PORT" --backend "127.0.0.1:$SERVER_PORT" --log-level "$PROXY_LOG_LEVEL" \
-        $PROXY_EXTRA_ARGS >"$TMP/proxy.log" 2>&1 &
-    PROXY_PID=$!
-    if ! wait_listen "$PROXY_PORT" "$PROXY_PID" 10; then
-        PROXY_STATE="start failed"
-        log "proxy: start failed; its last output:"
-        tail -n 20 "$TMP/proxy.log" >&2
-        stop_pid "$PROXY_PID"
-        PROXY_PID=""
+    for ((i = 0; i < NSERVERS; i++)); do backends+=(--backend "127.0.0.1:${SERVER_PORTS[$i]}"); done
+    # The queue covers a server that is still between two tests when the next one starts.
+    # shellcheck disable=SC2086  # the extra arguments are meant to split
+    "$bin" -p "${P_PORT[$p]}" "${backends[@]}" --queue-timeout 20000 --log-level "$PROXY_LOG_LEVEL" \
+        $PROXY_EXTRA_ARGS ${P_ARGS[$p]} >"$TMP/$p.log" 2>&1 &
+    P_PID[$p]=$!
+    P_STATE[$p]=ok
+    if ! wait_listen "${P_PORT[$p]}" "${P_PID[$p]}" 10; then
+        P_STATE[$p]="start failed"
+        log "$p: start failed; its last output:"
+        tail -n 20 "$TMP/$p.log" >&2
+        stop_pid "${P_PID[$p]}"
+        P_PID[$p]=""
         return
     fi
-    local i
     for ((i = 0; i < 40; i++)); do   # it announces "ready" once listening
-        grep -q ready "$TMP/proxy.log" && return
+        grep -q ready "$TMP/$p.log" && return
         sleep 0.05
     done
-    log "proxy: listening on $PROXY_PORT but no 'ready' line on stderr yet; going on"
+    log "$p: listening on ${P_PORT[$p]} but no 'ready' line on stderr yet; going on"
 }
 
-HAPROXY_STATE=ok
 start_haproxy() {
-    local splice
+    local splice i
     case $HAPROXY_SPLICE in
         force) splice=$'    option splice-auto\n    option splice-request\n    option splice-response' ;;
         auto) splice='    option splice-auto' ;;
@@ -264,55 +313,64 @@ start_haproxy() {
         *) die "HAPROXY_SPLICE must be force, auto or off" ;;
     esac
     # The control connection of iperf3 idles for the whole test: long timeouts.
-    cat >"$TMP/haproxy.cfg" <<EOF
-global
-    maxconn 1000
-${HAPROXY_NBTHREAD:+    nbthread $HAPROXY_NBTHREAD}
-
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 1h
-    timeout server 1h
-$splice
-
-listen iperf3
-    bind 127.0.0.1:$HAPROXY_PORT
-    server iperf3 127.0.0.1:$SERVER_PORT
-EOF
+    {
+        printf 'global\n    maxconn 4000\n%s\n' "${HAPROXY_NBTHREAD:+    nbthread $HAPROXY_NBTHREAD}"
+        printf 'defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n%s\n' "$splice"
+        for ((i = 0; i < NSERVERS; i++)); do
+            printf 'listen iperf3_%d\n    bind 127.0.0.1:%s\n    server iperf3 127.0.0.1:%s\n' \
+                "$i" "${HAPROXY_PORTS[$i]}" "${SERVER_PORTS[$i]}"
+        done
+    } >"$TMP/haproxy.cfg"
+    P_STATE[haproxy]=ok
     if ! "$HAPROXY_BIN" -c -q -f "$TMP/haproxy.cfg" >"$TMP/haproxy-check.log" 2>&1; then
-        HAPROXY_STATE="start failed"
+        P_STATE[haproxy]="start failed"
         log "haproxy: config check failed:"
         cat "$TMP/haproxy-check.log" >&2
         return
     fi
     "$HAPROXY_BIN" -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
-    HAPROXY_PID=$!
-    if ! wait_listen "$HAPROXY_PORT" "$HAPROXY_PID" 10; then
-        HAPROXY_STATE="start failed"
+    P_PID[haproxy]=$!
+    if ! wait_listen "${HAPROXY_PORTS[0]}" "${P_PID[haproxy]}" 10; then
+        P_STATE[haproxy]="start failed"
         log "haproxy: start failed; its last output:"
         tail -n 20 "$TMP/haproxy.log" >&2
-        stop_pid "$HAPROXY_PID"
-        HAPROXY_PID=""
+        stop_pid "${P_PID[haproxy]}"
+        P_PID[haproxy]=""
     fi
 }
 
 # ---------------------------------------------------------------------------
-# One client run.
+# Measuring a forwarder: CPU (all threads, and the busiest one), RSS.
 # ---------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
 
-cpu_ticks() {  # utime+stime of all threads of PID, in clock ticks
-    local stat rest f
-    stat=$(<"/proc/$1/stat") 2>/dev/null || { echo 0; return; }
-    rest=${stat##*) }            # fields from 3 (state) on; comm may hold spaces
-    read -ra f <<<"$rest"
-    echo $((f[11] + f[12]))      # fields 14 and 15
+thread_ticks() {  # thread_ticks PID: "TID TICKS" per thread (utime+stime)
+    local t stat rest f
+    for t in /proc/"$1"/task/*; do
+        stat=$(<"$t/stat") 2>/dev/null || continue
+        rest=${stat##*) }            # fields from 3 (state) on; comm may hold spaces
+        read -ra f <<<"$rest"
+        echo "${t##*/} $((f[11] + f[12]))"
+    done
 }
 
-path_port() { case $1 in direct) echo "$SERVER_PORT" ;; proxy) echo "$PROXY_PORT" ;; haproxy) echo "$HAPROXY_PORT" ;; esac; }
-path_pid() { case $1 in proxy) echo "$PROXY_PID" ;; haproxy) echo "$HAPROXY_PID" ;; *) echo "" ;; esac; }
-path_state() { case $1 in proxy) echo "$PROXY_STATE" ;; haproxy) echo "$HAPROXY_STATE" ;; *) echo ok ;; esac; }
+rss_sampler() {  # rss_sampler PID FILE: the highest VmRSS (KiB) seen, until FILE.stop exists
+    local max=0 r
+    while [[ ! -e $2.stop ]] && kill -0 "$1" 2>/dev/null; do
+        r=$(awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null)
+        [[ -n $r ]] && ((r > max)) && max=$r
+        echo "$max" >"$2"
+        sleep 0.2
+    done
+}
+
+client_port() {  # client_port PATH INDEX
+    case $1 in
+        direct) echo "${SERVER_PORTS[$2]}" ;;
+        haproxy) echo "${HAPROXY_PORTS[$2]}" ;;
+        *) echo "${P_PORT[$1]}" ;;
+    esac
+}
 
 # Parse a client's JSON into:
 #   error fwd_bps fwd_bytes rev_bps rev_bytes moved_bytes fwd_lost_pct rev_lost_pct sent_bytes
@@ -340,77 +398,107 @@ parse_json() {
 }
 
 RAW=$TMP/raw.tsv
-printf 'scenario\tpath\tround\tstatus\tfwd_bps\trev_bps\tmoved_bytes\tcpu_ticks\tnote\tfwd_lost_pct\trev_lost_pct\n' >"$RAW"
-
-is_udp() { [[ " $1 " == *" -u "* || " $1 " == *" --udp "* ]]; }  # is_udp "ARGS"
+printf 'scenario\tpath\tround\tstatus\tfwd_bps\trev_bps\tmoved_bytes\tcpu_ticks\tnote\tfwd_lost_pct\trev_lost_pct\twall_s\tmax_thread_ticks\trss_kib\tclients\tclients_ok\n' >"$RAW"
 
 run_one() {  # run_one ROUND SCENARIO_LINE PATH
-    local round=$1 name=${2%%|*} args=${2#*|} path=$3
-    local port pid json rc t0=0 t1=0 attempt parsed err fwd fwd_b rev rev_b moved status note bidir=0
-    local udp=0 omit=$OMIT lost_f=-1 lost_r=-1 sent=0
+    local round=$1 name=${2%%|*} spec=${2#*|} path=$3
+    local args clients pid rc parsed err fwd fwd_b rev rev_b moved lost_f lost_r sent
+    local status note bidir=0 udp=0 omit=$OMIT i ok=0 failed=() hung=0
+    local sum_fwd=0 sum_rev=0 sum_moved=0 t0=0 t1=0 w0 w1 wall maxthread=0 rss=0
+    local rcs=()
+    clients=$(scen_clients "$spec")
+    args=$(scen_args "$spec")
     [[ " $args " == *" --bidir "* ]] && bidir=1
     # UDP has no slow start to leave out, and iperf3 3.12 miscounts UDP loss with
     # --omit (lost_percent can exceed 100 %: esnet/iperf#1489), so UDP runs use -O 0.
     is_udp "$args" && udp=1 omit=0
-    port=$(path_port "$path")
-    pid=$(path_pid "$path")
-    json=$TMP/$name.$path.r$round.json
-    for attempt in 1 2; do
-        [[ $CPU == 1 && -n $pid ]] && t0=$(cpu_ticks "$pid")
+    pid=${P_PID[$path]:-}
+    if [[ $CPU == 1 && -n $pid ]]; then
+        t0=$(thread_ticks "$pid" | tee "$TMP/threads.before" | awk '{ s += $2 } END { print s + 0 }')
+        rm -f "$TMP/rss" "$TMP/rss.stop"
+        is_proxy_path "$path" && { rss_sampler "$pid" "$TMP/rss" & SAMPLER_PID=$!; }
+    fi
+    w0=$(date +%s%N)
+    CLIENT_PIDS=()
+    for ((i = 0; i < clients; i++)); do
         # shellcheck disable=SC2086  # args is a word list
         timeout -k 2 $((DURATION + omit + CLIENT_MARGIN)) \
-            iperf3 -c 127.0.0.1 -p "$port" -t "$DURATION" -O "$omit" -J $args >"$json" 2>"$json.err" &
-        CLIENT_PID=$!
-        wait "$CLIENT_PID"
-        rc=$?
-        CLIENT_PID=""
-        [[ $CPU == 1 && -n $pid ]] && t1=$(cpu_ticks "$pid")
-        parsed=$(parse_json "$json")
+            iperf3 -c 127.0.0.1 -p "$(client_port "$path" "$i")" -t "$DURATION" -O "$omit" -J $args \
+            >"$TMP/$name.$path.r$round.c$i.json" 2>"$TMP/$name.$path.r$round.c$i.err" &
+        CLIENT_PIDS+=($!)
+    done
+    for ((i = 0; i < clients; i++)); do
+        wait "${CLIENT_PIDS[$i]}"
+        rcs[i]=$?
+    done
+    CLIENT_PIDS=()
+    w1=$(date +%s%N)
+    wall=$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+    if [[ $CPU == 1 && -n $pid ]]; then
+        thread_ticks "$pid" >"$TMP/threads.after"
+        t1=$(awk '{ s += $2 } END { print s + 0 }' "$TMP/threads.after")
+        maxthread=$(awk 'NR == FNR { before[$1] = $2; next }
+                         { d = $2 - before[$1]; if (d > m) m = d } END { print m + 0 }' \
+                    "$TMP/threads.before" "$TMP/threads.after")
+        if [[ -n $SAMPLER_PID ]]; then
+            touch "$TMP/rss.stop"
+            wait "$SAMPLER_PID" 2>/dev/null
+            SAMPLER_PID=""
+            rss=$(cat "$TMP/rss" 2>/dev/null || echo 0)
+        fi
+    fi
+    lost_f=-1 lost_r=-1 rev=-1
+    for ((i = 0; i < clients; i++)); do
+        rc=${rcs[$i]}
+        parsed=$(parse_json "$TMP/$name.$path.r$round.c$i.json")
         err="" fwd=0 fwd_b=0 rev=-1 rev_b=-1 moved=0 lost_f=-1 lost_r=-1 sent=0
         [[ -n $parsed ]] && IFS=$'\t' read -r err fwd fwd_b rev rev_b moved lost_f lost_r sent <<<"$parsed"
         [[ $err == - ]] && err=""
-        # A busy server (left over from a previous run) is not the path's fault: retry once.
-        if [[ $rc != 0 && $err == *busy* && $attempt == 1 ]]; then
-            log "server busy; restarting it and retrying"
-            restart_server
-            sleep "$PAUSE"
-            continue
-        fi
-        break
-    done
-    # UDP: a forwarder handles the datagrams lost after it at the receiver too (where
-    # most loopback loss happens), so "moved" is what the sender(s) sent.
-    ((udp)) && moved=$sent
-    status=ok note=-
-    if [[ $rc == 124 || $rc == 137 ]]; then
-        status=fail note="client hung, killed after $((DURATION + omit + CLIENT_MARGIN))s"
-    elif [[ $rc != 0 || -z $parsed || -n $err ]]; then
-        status=fail note="client rc=$rc${err:+: $err}"
-    elif ((bidir)) && [[ $fwd_b == 0 || $rev_b == 0 ]]; then
-        status=zero note="zero-byte direction (c->s $fwd_b B, s->c $rev_b B)"
-    elif [[ $fwd_b == 0 ]]; then
-        status=zero note="zero bytes"
-    fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$path" "$round" "$status" \
-        "$fwd" "$rev" "$moved" $((t1 - t0)) "$note" "$lost_f" "$lost_r" >>"$RAW"
-    if [[ $status == ok ]]; then
-        if ((udp && bidir)); then
-            log "$(awk -v a="$fwd" -v b="$rev" -v la="$lost_f" -v lb="$lost_r" -v s="$name" -v p="$path" -v r="$round" \
-                'BEGIN { printf "round %s %-6s %-8s c->s %.2f Gbit/s, loss %.1f %%; s->c %.2f Gbit/s, loss %.1f %%", r, s, p, a/1e9, la, b/1e9, lb }')"
-        elif ((udp)); then
-            log "$(awk -v a="$fwd" -v la="$lost_f" -v s="$name" -v p="$path" -v r="$round" \
-                'BEGIN { printf "round %s %-6s %-8s %7.2f Gbit/s received, loss %.1f %%", r, s, p, a/1e9, la }')"
-        elif ((bidir)); then
-            log "$(awk -v a="$fwd" -v b="$rev" -v s="$name" -v p="$path" -v r="$round" \
-                'BEGIN { printf "round %s %-6s %-8s %7.2f Gbit/s (c->s %.2f, s->c %.2f)", r, s, p, (a+b)/1e9, a/1e9, b/1e9 }')"
+        # UDP: a forwarder handles the datagrams lost after it at the receiver too (where
+        # most loopback loss happens), so "moved" is what the sender(s) sent.
+        ((udp)) && moved=$sent
+        if [[ $rc == 124 || $rc == 137 ]]; then
+            failed+=("client $i hung, killed after $((DURATION + omit + CLIENT_MARGIN))s"); hung=1
+        elif [[ $rc != 0 || -z $parsed || -n $err ]]; then
+            failed+=("client $i rc=$rc${err:+: $err}")
+        elif ((bidir)) && [[ $fwd_b == 0 || $rev_b == 0 ]]; then
+            failed+=("client $i zero-byte direction (c->s $fwd_b B, s->c $rev_b B)")
+        elif [[ $fwd_b == 0 ]]; then
+            failed+=("client $i zero bytes")
         else
-            log "$(awk -v a="$fwd" -v s="$name" -v p="$path" -v r="$round" \
-                'BEGIN { printf "round %s %-6s %-8s %7.2f Gbit/s", r, s, p, a/1e9 }')"
+            ok=$((ok + 1))
+            sum_fwd=$(awk -v a="$sum_fwd" -v b="$fwd" 'BEGIN { printf "%.0f", a + b }')
+            sum_rev=$(awk -v a="$sum_rev" -v b="$rev" 'BEGIN { printf "%.0f", a + (b < 0 ? 0 : b) }')
+            sum_moved=$(awk -v a="$sum_moved" -v b="$moved" 'BEGIN { printf "%.0f", a + b }')
+        fi
+    done
+    ((bidir)) || sum_rev=-1
+    status=ok note=-
+    if ((${#failed[@]})); then
+        status=fail note="${#failed[@]}/$clients failed: ${failed[0]}"
+        ((clients == 1)) && [[ ${failed[0]} == *zero* ]] && status=zero
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$path" "$round" \
+        "$status" "$sum_fwd" "$sum_rev" "$sum_moved" $((t1 - t0)) "$note" "$lost_f" "$lost_r" \
+        "$wall" "$maxthread" "$rss" "$clients" "$ok" >>"$RAW"
+    if [[ $status == ok ]]; then
+        if ((udp)); then
+            log "$(awk -v a="$sum_fwd" -v la="$lost_f" -v s="$name" -v p="$path" -v r="$round" \
+                'BEGIN { printf "round %s %-7s %-14s %7.2f Gbit/s received, loss %.1f %%", r, s, p, a/1e9, la }')"
+        elif ((bidir)); then
+            log "$(awk -v a="$sum_fwd" -v b="$sum_rev" -v s="$name" -v p="$path" -v r="$round" \
+                'BEGIN { printf "round %s %-7s %-14s %7.2f Gbit/s (c->s %.2f, s->c %.2f)", r, s, p, (a+b)/1e9, a/1e9, b/1e9 }')"
+        else
+            log "$(awk -v a="$sum_fwd" -v s="$name" -v p="$path" -v r="$round" \
+                'BEGIN { printf "round %s %-7s %-14s %7.2f Gbit/s", r, s, p, a/1e9 }')$( ((clients > 1)) && echo " ($clients tests)")"
         fi
     else
-        log "round $round $name $path: $( ((bidir && !udp)) && echo DEADLOCK || echo FAILED ) ($note)"
-        # The server may still sit in the broken test; give the next run a clean one.
-        restart_server
+        log "round $round $name $path: FAILED ($note)"
+        # A server may still sit in the broken test; give the next run a clean one (the
+        # proxy's pool skips a hung server by itself).
+        if [[ $path == direct || $path == haproxy ]]; then
+            for ((i = 0; i < clients; i++)); do restart_server "$i"; done
+        fi
     fi
     sleep "$PAUSE"
 }
@@ -418,11 +506,13 @@ run_one() {  # run_one ROUND SCENARIO_LINE PATH
 # ---------------------------------------------------------------------------
 # Main.
 # ---------------------------------------------------------------------------
-start_server
-[[ " ${PATHS[*]} " == *" proxy "* ]] && start_proxy
-[[ " ${PATHS[*]} " == *" haproxy "* ]] && start_haproxy
+for ((i = 0; i < NSERVERS; i++)); do start_server "$i"; done
+for p in "${PATHS[@]}"; do
+    if is_proxy_path "$p"; then start_proxy "$p"; elif [[ $p == haproxy ]]; then start_haproxy; fi
+done
 
-log "ports: iperf3 -s $SERVER_PORT, iperf3-proxy $PROXY_PORT, haproxy $HAPROXY_PORT; tmp $TMP"
+log "iperf3 -s x$NSERVERS (first on ${SERVER_PORTS[0]}); $(for p in "${PATHS[@]}"; do
+    [[ $p == direct ]] || printf '%s on %s; ' "$p" "$(client_port "$p" 0)"; done)tmp $TMP"
 log "$ROUNDS round(s) x ${#RUN_SCENARIOS[@]} scenario(s) x ${#PATHS[@]} path(s), -t $DURATION -O $OMIT"
 
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -431,12 +521,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
         n=${#PATHS[@]}
         for ((k = 0; k < n; k++)); do
             path=${PATHS[(k + round - 1) % n]}
-            [[ $(path_state "$path") == ok ]] || continue
+            [[ ${P_STATE[$path]:-ok} == ok ]] || continue
             [[ $path == haproxy ]] && is_udp "${scen#*|}" && continue   # HAProxy relays no UDP
-            if [[ $path != direct ]] && ! kill -0 "$(path_pid "$path")" 2>/dev/null; then
+            if [[ $path != direct ]] && ! kill -0 "${P_PID[$path]}" 2>/dev/null; then
                 log "$path died; its last output:"
                 tail -n 20 "$TMP/$path.log" >&2
-                if [[ $path == proxy ]]; then PROXY_STATE="died"; else HAPROXY_STATE="died"; fi
+                P_STATE[$path]="died"
                 continue
             fi
             run_one "$round" "$scen" "$path"
@@ -449,68 +539,56 @@ done
 # ---------------------------------------------------------------------------
 SCEN_ARG=""
 for s in "${RUN_SCENARIOS[@]}"; do SCEN_ARG+="$s"$'\n'; done
+STATES=()
+for p in "${PATHS[@]}"; do STATES+=("$p=${P_STATE[$p]:-ok}"); done
 
 echo
-echo "iperf3-proxy benchmark: $(iperf3 --version 2>/dev/null | head -n 1)"
-[[ $HAPROXY_STATE != ok || " ${PATHS[*]} " != *" haproxy "* ]] ||
+echo "iperf3-proxy benchmark, $(date -u +%Y-%m-%d): $(iperf3 --version 2>/dev/null | head -n 1)"
+[[ " ${PATHS[*]} " != *" haproxy "* ]] ||
     echo "haproxy: $("$HAPROXY_BIN" -v 2>/dev/null | head -n 1 | cut -d' ' -f1-3), splice=$HAPROXY_SPLICE, nbthread=${HAPROXY_NBTHREAD:-default}"
-[[ " ${PATHS[*]} " != *" proxy "* ]] || echo "proxy: $PROXY_BIN ($PROXY_STATE)"
-UDP_NOTE=""
-for s in "${RUN_SCENARIOS[@]}"; do is_udp "${s#*|}" && UDP_NOTE=" (UDP: -O 0)"; done
-echo "host: $(uname -sr), $(nproc) CPU(s); -t $DURATION -O $OMIT$UDP_NOTE, $ROUNDS round(s), median per path"
+for p in "${PATHS[@]}"; do
+    is_proxy_path "$p" && echo "$p: ${P_BIN[$p]} ${PROXY_EXTRA_ARGS} ${P_ARGS[$p]} (${P_STATE[$p]:-ok})"
+done
+echo "host: $(uname -sr), $(nproc) CPU(s), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;" \
+    "-t $DURATION -O $OMIT (UDP: -O 0), $ROUNDS round(s), median per path"
 
-"$PY" - "$RAW" "$CLK_TCK" "$CPU" "${PATHS[*]}" "$SCEN_ARG" \
-    "direct=ok" "proxy=$PROXY_STATE" "haproxy=$HAPROXY_STATE" <<'PYEOF'
+"$PY" - "$RAW" "$CLK_TCK" "$CPU" "${PATHS[*]}" "$SCEN_ARG" "$(nproc)" "${STATES[@]}" <<'PYEOF'
 import csv, statistics, sys
 
-raw, clk_tck, cpu_on, paths, scen_arg = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4].split(), sys.argv[5]
-states = dict(a.split("=", 1) for a in sys.argv[6:])
+raw, clk_tck, cpu_on, paths, scen_arg, ncpu = (sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1",
+                                               sys.argv[4].split(), sys.argv[5], int(sys.argv[6]))
+states = dict(a.split("=", 1) for a in sys.argv[7:])
 all_scenarios = [l.split("|", 1) for l in scen_arg.splitlines() if l]
 is_udp = lambda args: bool({"-u", "--udp"} & set(args.split()))
-scenarios = [s for s in all_scenarios if not is_udp(s[1])]        # TCP
+is_conc = lambda args: args.startswith("@")
+tcp_scenarios = [s for s in all_scenarios if not is_udp(s[1]) and not is_conc(s[1])]
 udp_scenarios = [s for s in all_scenarios if is_udp(s[1])]
-cols = ["direct", "proxy", "haproxy"]
+conc_scenarios = [s for s in all_scenarios if is_conc(s[1])]
+proxies = [p for p in paths if p == "proxy" or p.startswith("proxy-")]
+forwarders = proxies + (["haproxy"] if "haproxy" in paths else [])
+cols = [p for p in ["direct"] + proxies + ["haproxy"] if p in paths]
 
 runs = list(csv.DictReader(open(raw), delimiter="\t"))
 
 def cell_runs(name, path):
     return [r for r in runs if r["scenario"] == name and r["path"] == path]
 
-def fmt_cell(path, values, bad, total, bidir):
-    if path not in paths:
-        return "-", None
+def ok_runs(name, path):
+    return [r for r in cell_runs(name, path) if r["status"] == "ok"]
+
+def fmt_cell(path, values, total):
     if states.get(path, "ok") != "ok" and total == 0:
         return states[path], None
     if total == 0:
         return "no runs", None
     if not values:
-        return ("deadlock" if bidir else "failed"), None
+        return "failed", None
     med = statistics.median(values)
-    text = f"{med:.2f}"
-    if bad:
-        text += f" ({bad}/{total} {'dl' if bidir else 'fail'})"
-    return text, med
+    bad = total - len(values)
+    return f"{med:.2f}" + (f" ({bad}/{total} fail)" if bad else ""), med
 
 def ratio(a, b):
     return f"{a / b:.2f}" if a is not None and b else "-"
-
-rows = []
-for name, args in scenarios:
-    bidir = " --bidir " in f" {args} "
-    parts = [("sum", lambda r: float(r["fwd_bps"]) + float(r["rev_bps"])),
-             ("c->s", lambda r: float(r["fwd_bps"])),
-             ("s->c", lambda r: float(r["rev_bps"]))] if bidir else [("", lambda r: float(r["fwd_bps"]))]
-    for label, get in parts:
-        cells, meds = [], {}
-        for p in cols:
-            rs = cell_runs(name, p)
-            ok = [get(r) / 1e9 for r in rs if r["status"] == "ok"]
-            text, med = fmt_cell(p, ok, len(rs) - len(ok), len(rs), bidir)
-            cells.append(text)
-            meds[p] = med
-        rows.append([f"{args} {label}".strip()] + cells +
-                    [ratio(meds["proxy"], meds["direct"]), ratio(meds["proxy"], meds["haproxy"]),
-                     ratio(meds["haproxy"], meds["direct"])])
 
 def print_table(head, rows):
     w = [max(len(str(x[i])) for x in rows + [head]) for i in range(len(head))]
@@ -518,85 +596,135 @@ def print_table(head, rows):
     for r in rows:
         print("  ".join(str(c).ljust(w[i]) if i == 0 else str(c).rjust(w[i]) for i, c in enumerate(r)))
 
-if scenarios:
-    head = ["scenario", "direct Gbit/s", "proxy Gbit/s", "haproxy Gbit/s", "proxy/direct", "proxy/haproxy", "haproxy/direct"]
-    print()
-    print_table(head, rows)
-    print()
-    print("NOTE: absolute Gbit/s on this machine are noise (shared loopback, client, server and")
-    print("proxy on the same few CPUs); the claim is the ratios. Throughput is receiver-side;")
-    print("'(k/n dl)' = k of n runs deadlocked (zero-byte direction or hung/failed client);")
-    print("medians are over the runs that completed.")
+def cpu_per_gb(name, path):
+    rs = ok_runs(name, path)
+    gb = sum(float(r["moved_bytes"]) for r in rs) / 1e9
+    secs = sum(int(r["cpu_ticks"]) for r in rs) / clk_tck
+    return secs / gb if gb > 0 else None
 
-if cpu_on and scenarios:
-    print()
-    print("CPU time of the forwarding process per GB moved (utime+stime from /proc/PID/stat,")
-    print("all directions and -O intervals counted; lower is better):")
-    chead = ["scenario", "proxy CPU s/GB", "haproxy CPU s/GB", "proxy/haproxy"]
-    crows = []
+def fmt(v, digits=3):
+    return f"{v:.{digits}f}" if v is not None else "-"
+
+def throughput_rows(scenarios):
+    rows = []
     for name, args in scenarios:
-        vals = {}
-        for p in ("proxy", "haproxy"):
-            rs = [r for r in cell_runs(name, p) if r["status"] == "ok"]
-            gb = sum(float(r["moved_bytes"]) for r in rs) / 1e9
-            secs = sum(int(r["cpu_ticks"]) for r in rs) / clk_tck
-            vals[p] = secs / gb if gb > 0 else None
-        crows.append([args] + [f"{vals[p]:.3f}" if vals[p] is not None else "-" for p in ("proxy", "haproxy")]
-                     + [ratio(vals["proxy"], vals["haproxy"])])
-    print_table(chead, crows)
-    print(f"(clock tick = 1/{clk_tck} s; short runs give coarse numbers: use -t 10 or more)")
+        bidir = " --bidir " in f" {args} "
+        parts = [("sum", lambda r: float(r["fwd_bps"]) + float(r["rev_bps"])),
+                 ("c->s", lambda r: float(r["fwd_bps"])),
+                 ("s->c", lambda r: float(r["rev_bps"]))] if bidir else [("", lambda r: float(r["fwd_bps"]))]
+        for label, get in parts:
+            cells, meds = [], {}
+            for p in cols:
+                text, meds[p] = fmt_cell(p, [get(r) / 1e9 for r in ok_runs(name, p)], len(cell_runs(name, p)))
+                cells.append(text)
+            extra = []
+            for p in proxies:
+                extra.append(ratio(meds.get(p), meds.get("direct")))
+                if "haproxy" in paths:
+                    extra.append(ratio(meds.get(p), meds.get("haproxy")))
+            if "haproxy" in paths:
+                extra.append(ratio(meds.get("haproxy"), meds.get("direct")))
+            rows.append([f"{args} {label}".strip()] + cells + extra)
+    head = ["scenario"] + [f"{p} Gbit/s" for p in cols]
+    for p in proxies:
+        head.append(f"{p}/direct")
+        if "haproxy" in paths:
+            head.append(f"{p}/haproxy")
+    if "haproxy" in paths:
+        head.append("haproxy/direct")
+    return head, rows
+
+if tcp_scenarios:
+    print()
+    print("TCP, one test at a time: receiver-side Gbit/s, median per path")
+    print_table(*throughput_rows(tcp_scenarios))
+
+if cpu_on and (tcp_scenarios or conc_scenarios):
+    print()
+    print("CPU seconds of the forwarding process per GB moved (utime+stime of all threads,")
+    print("all directions and -O intervals counted; lower is better):")
+    head = ["scenario"] + [f"{p} s/GB" for p in forwarders] + \
+        ([f"{p}/haproxy" for p in proxies] if "haproxy" in paths else [])
+    rows = []
+    for name, args in tcp_scenarios + conc_scenarios:
+        vals = {p: cpu_per_gb(name, p) for p in forwarders}
+        rows.append([args] + [fmt(vals[p]) for p in forwarders] +
+                    ([ratio(vals[p], vals["haproxy"]) for p in proxies] if "haproxy" in paths else []))
+    print_table(head, rows)
+    print(f"(clock tick = 1/{clk_tck} s; short runs give coarse numbers)")
+
+if conc_scenarios:
+    print()
+    print("Many tests at once: the sum of the receivers' Gbit/s, median per path")
+    print_table(*throughput_rows(conc_scenarios))
+    if cpu_on:
+        print()
+        print(f"The proxy's threads during those runs ({ncpu} CPUs): peak RSS, CPU of all its")
+        print("threads and of the busiest one, as a share of one core over the run's wall time")
+        print("(median over the rounds):")
+        head = ["scenario", "path", "peak RSS MiB", "all threads % of a core", "busiest thread % of a core"]
+        rows = []
+        for name, args in conc_scenarios:
+            for p in proxies:
+                rs = ok_runs(name, p) or cell_runs(name, p)
+                if not rs:
+                    continue
+                walls = [max(float(r["wall_s"]), 1e-9) for r in rs]
+                rss = max(int(r["rss_kib"]) for r in rs) / 1024
+                total = statistics.median(int(r["cpu_ticks"]) / clk_tck / w * 100 for r, w in zip(rs, walls))
+                busiest = statistics.median(int(r["max_thread_ticks"]) / clk_tck / w * 100 for r, w in zip(rs, walls))
+                rows.append([args, p, f"{rss:.1f}", f"{total:.0f}", f"{busiest:.0f}"])
+        print_table(head, rows)
 
 if udp_scenarios:
     # One row per direction: receiver Gbit/s and iperf3's lost_percent, each the
     # median over the runs that completed (the two medians may come from different
-    # rounds).  HAProxy cannot relay UDP, so its column holds no numbers.
-    def udp_cells(path, rs, bps_key, lost_key):  # -> gbit text, loss text, gbit median, loss median
-        if path not in paths:
-            return "-", "-", None, None
+    # rounds).  HAProxy cannot relay UDP.
+    def udp_cells(path, rs, bps_key, lost_key):  # -> gbit text, loss text, loss median
         if states.get(path, "ok") != "ok" and not rs:
-            return states[path], "-", None, None
+            return states[path], "-", None
         if not rs:
-            return "no runs", "-", None, None
+            return "no runs", "-", None
         ok = [r for r in rs if r["status"] == "ok"]
         if not ok:
-            return "failed", "-", None, None
+            return "failed", "-", None
         gbit = statistics.median(float(r[bps_key]) / 1e9 for r in ok)
         loss = statistics.median(float(r[lost_key]) for r in ok)
         bad = len(rs) - len(ok)
-        return f"{gbit:.2f}" + (f" ({bad}/{len(rs)} fail)" if bad else ""), f"{loss:.2f}", gbit, loss
+        return f"{gbit:.2f}" + (f" ({bad}/{len(rs)} fail)" if bad else ""), f"{loss:.2f}", loss
 
-    def proxy_cpu(name):
-        # CPU of the proxy per GB the sender(s) sent (moved_bytes of UDP runs): the
-        # proxy relays them all unless its own socket overflows.
-        ok = [r for r in cell_runs(name, "proxy") if r["status"] == "ok"]
-        gb = sum(float(r["moved_bytes"]) for r in ok) / 1e9
-        secs = sum(int(r["cpu_ticks"]) for r in ok) / clk_tck
-        return f"{secs / gb:.3f}" if gb > 0 else "-"
-
-    uhead = ["scenario", "direct Gbit/s", "direct loss %", "proxy Gbit/s", "proxy loss %", "haproxy",
-             "proxy/direct", "loss proxy-direct (pp)"] + (["proxy CPU s/GB"] if cpu_on else [])
-    urows = []
+    udp_cols = [p for p in ["direct"] + proxies if p in paths]
+    head = ["scenario"]
+    for p in udp_cols:
+        head += [f"{p} Gbit/s", f"{p} loss %"]
+    for p in proxies:
+        head.append(f"{p}-direct loss (pp)")
+        if cpu_on:
+            head.append(f"{p} CPU s/GB")
+    rows = []
     for name, args in udp_scenarios:
         bidir = " --bidir " in f" {args} "
         parts = [("c->s", "fwd_bps", "fwd_lost_pct"), ("s->c", "rev_bps", "rev_lost_pct")] if bidir \
             else [("", "fwd_bps", "fwd_lost_pct")]
         for i, (label, bps_key, lost_key) in enumerate(parts):
-            dt, dl, dg, dlv = udp_cells("direct", cell_runs(name, "direct"), bps_key, lost_key)
-            pt, pl, pg, plv = udp_cells("proxy", cell_runs(name, "proxy"), bps_key, lost_key)
-            diff = f"{plv - dlv:+.2f}" if None not in (plv, dlv) else "-"
-            row = [f"{args} {label}".strip(), dt, dl, pt, pl, "n/a (no UDP)", ratio(pg, dg), diff]
-            if cpu_on:  # a --bidir scenario's CPU covers both directions: shown on its first row
-                row.append(proxy_cpu(name) if i == 0 else "")
-            urows.append(row)
+            row, losses = [f"{args} {label}".strip()], {}
+            for p in udp_cols:
+                g, l, losses[p] = udp_cells(p, cell_runs(name, p), bps_key, lost_key)
+                row += [g, l]
+            for p in proxies:
+                d, q = losses.get("direct"), losses.get(p)
+                row.append(f"{q - d:+.2f}" if None not in (d, q) else "-")
+                if cpu_on:
+                    row.append(fmt(cpu_per_gb(name, p)) if i == 0 else "")
+            rows.append(row)
     print()
-    print("UDP (HAProxy relays no UDP); receiver-side Gbit/s and iperf3's lost_percent,")
-    print("median per path over the runs that completed; UDP runs use -O 0:")
-    print_table(uhead, urows)
-    print()
-    print("NOTE: -b is only the sender's target. Client, server and proxy share the same few CPUs,")
-    print("so loss through the proxy reflects that contention as much as the proxy itself.")
-    if cpu_on:
-        print("UDP CPU s/GB counts the GB the sender sent, lost ones included (--bidir: both directions).")
+    print("UDP (HAProxy relays no UDP): receiver-side Gbit/s and iperf3's lost_percent,")
+    print("median per path; -O 0; CPU s/GB per GB the sender(s) sent, lost ones included:")
+    print_table(head, rows)
+
+print()
+print("NOTE: absolute Gbit/s on a shared machine are noise (client, server and forwarder share")
+print("the same few CPUs and the loopback); the claims are the ratios within one run.")
 
 fails = [r for r in runs if r["status"] != "ok"]
 if fails:

@@ -1,6 +1,8 @@
 #include "app/cli.h"
 
+#include <algorithm>
 #include <iostream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 
@@ -35,9 +37,6 @@ std::variant<Config, ExitNow> parseCommandLine(int argc, char** argv) {
   app.add_option("--iperf3", config.backends.iperf3_path,
                  "iperf3 binary for the embedded servers (default: iperf3 from PATH)")
       ->group(pool_group);
-  app.add_option("--threads", config.threads,
-                 "event loops that run tests (default 1; a test stays on one loop)")
-      ->check(CLI::Range(1, 256));
   app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   auto& t = config.settings.timeouts;
@@ -96,6 +95,17 @@ std::variant<Config, ExitNow> parseCommandLine(int argc, char** argv) {
       ->check(CLI::Range(1024U, 128U << 20))
       ->group(limit_group);
   addServiceOptions(app, config.service);
+  const std::string data_path = "Data path";
+  std::optional<int> threads;
+  app.add_option("--threads", threads,
+                 "event loops that run tests (default: one per core; a test stays on one loop)")
+      ->check(CLI::Range(1, 256))
+      ->group(data_path);
+  app.add_option("--pipe-size", config.settings.data_path.pipe_size,
+                 "bytes per splice pipe, two per TCP data connection (default 1048576; the "
+                 "kernel may give less)")
+      ->check(CLI::Range(4096, 64 << 20))
+      ->group(data_path);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& help) {
@@ -109,6 +119,8 @@ std::variant<Config, ExitNow> parseCommandLine(int argc, char** argv) {
   }
   const bool given = !config.backends.given.empty() || config.backends.file.has_value();
   config.backends.embedded = servers.value_or(given ? 0 : 1);
+  config.threads =
+      threads.value_or(std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
   if (config.backends.embedded == 0 && !given) {
     std::cerr << "iperf3-proxy: --servers 0 needs --backend or --backends-file (see --help)\n";
     return ExitNow{2};

@@ -18,7 +18,7 @@ struct Config {
   // The pool: --backend (repeatable), --backends-file, --servers N embedded iperf3 -s (default 1
   // when neither of the others is given, else 0), --iperf3 PATH.
   proxy::BackendsConfig backends;
-  int threads = 1;
+  int threads = 1;  // worker loops; the command line's default is one per core
   std::string log_level = "info";
   proxy::ProxySettings settings;
   ServiceOptions service;  // metrics, log format and file, daemon, pidfile

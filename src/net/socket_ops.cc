@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <tuple>
 #include <utility>
 
 namespace iperf3proxy::net {
@@ -146,14 +147,25 @@ UniqueFd udpSocketBoundTo(const Address& at, std::string* error) {
   return fd;
 }
 
-void enlargeSocketBuffers(int fd) {
-  constexpr int kBufferBytes = 4 << 20;
-  for (const auto& [forced, plain] :
-       {std::pair{SO_RCVBUFFORCE, SO_RCVBUF}, std::pair{SO_SNDBUFFORCE, SO_SNDBUF}}) {
-    if (setsockopt(fd, SOL_SOCKET, forced, &kBufferBytes, sizeof(kBufferBytes)) == -1) {
-      (void)setsockopt(fd, SOL_SOCKET, plain, &kBufferBytes, sizeof(kBufferBytes));
+SocketBufferSizes sizeSocketBuffers(int fd, int bytes) {
+  SocketBufferSizes granted;
+  for (const auto& [forced, plain, result] :
+       {std::tuple{SO_RCVBUFFORCE, SO_RCVBUF, &granted.receive},
+        std::tuple{SO_SNDBUFFORCE, SO_SNDBUF, &granted.send}}) {
+    if (setsockopt(fd, SOL_SOCKET, forced, &bytes, sizeof(bytes)) == -1) {
+      (void)setsockopt(fd, SOL_SOCKET, plain, &bytes, sizeof(bytes));
+    }
+    int reported = 0;
+    socklen_t length = sizeof(reported);
+    if (getsockopt(fd, SOL_SOCKET, plain, &reported, &length) == 0) {
+      *result = reported / 2;
     }
   }
+  return granted;
+}
+
+SocketBufferSizes enlargeSocketBuffers(int fd) {
+  return sizeSocketBuffers(fd, kUdpBufferBytes);
 }
 
 std::optional<std::uint16_t> pickFreePort(const Address& host) {

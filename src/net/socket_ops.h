@@ -54,9 +54,20 @@ UniqueFd listenTcp(const Address& at, bool dual_stack, std::string* error);
 // connected socket per client flow can share the proxy's port (as iperf3's server does).
 UniqueFd udpSocketBoundTo(const Address& at, std::string* error);
 
-// Asks for large socket buffers (UDP at 1 Gbit/s and more loses datagrams in the default ones);
-// as root beyond net.core.[rw]mem_max. Best effort.
-void enlargeSocketBuffers(int fd);
+// Socket buffer sizes as the kernel counts them for the payload (getsockopt reports twice that).
+struct SocketBufferSizes {
+  int receive = 0;
+  int send = 0;
+};
+
+// Asks for `bytes` of receive and of send buffer, with SO_RCVBUFFORCE/SO_SNDBUFFORCE where allowed
+// (CAP_NET_ADMIN), else within net.core.rmem_max/wmem_max. Returns what the kernel granted.
+SocketBufferSizes sizeSocketBuffers(int fd, int bytes);
+
+// The proxy's UDP socket buffers (UDP at 1 Gbit/s and more loses datagrams in the default ones):
+// kUdpBufferBytes each way. Best effort; returns what was granted.
+inline constexpr int kUdpBufferBytes = 8 << 20;
+SocketBufferSizes enlargeSocketBuffers(int fd);
 
 // Binds a throwaway socket to port 0 on `host` and returns the port the kernel picked.
 std::optional<std::uint16_t> pickFreePort(const Address& host);

@@ -309,6 +309,7 @@ void Session::beginStreamCreation() {
   }
   tcp_ = std::make_unique<TcpStreams>(
       loop_, *params_, lease_->address, cookie_, settings_.timeouts.backend_connect_ms, prefix(),
+      host_.pipePool(),
       TcpStreams::Callbacks{[this](int client_fd, int server_fd) {
                               if (server_report_) {
                                 server_report_->addConnection(proto::ConnectionView::Kind::Data,

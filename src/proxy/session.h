@@ -51,6 +51,8 @@ class SessionHost {
   virtual net::DatagramBatch& udpBatch() = 0;
   // Where the session adds the test data it relayed (once a second, and at its end).
   virtual TrafficCounters& traffic() = 0;
+  // The pipes for the TCP relays of this loop.
+  virtual std::shared_ptr<PipePool> pipePool() = 0;
 };
 
 // One iperf3 test, identified by its cookie: the control connection, every data connection,

@@ -31,10 +31,18 @@ struct Limits {
   int recent_cookies = 4096;  // ended tests remembered (see Timeouts::recent_cookie_ms)
 };
 
+// The data path. bench/README.md has the measurements behind the defaults.
+struct DataPath {
+  // Bytes per splice pipe (two per TCP data connection). Larger pipes move more per system call;
+  // what they hold at TEST_END is drained into the server before TEST_END follows.
+  int pipe_size = 1 << 20;
+};
+
 struct ProxySettings {
   Timeouts timeouts;
   Limits limits;
   proto::CodecLimits codec;
+  DataPath data_path;
 };
 
 }  // namespace iperf3proxy::proxy

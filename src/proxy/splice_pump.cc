@@ -30,8 +30,12 @@ constexpr int kQuietTicksToDrain = 5;
 
 }  // namespace
 
-SplicePump::SplicePump(ev::EventLoop& loop, int first_fd, int second_fd, DoneCallback done)
-    : loop_(loop), done_(std::move(done)) {
+SplicePump::SplicePump(ev::EventLoop& loop,
+                       int first_fd,
+                       int second_fd,
+                       DoneCallback done,
+                       std::shared_ptr<PipePool> pipes)
+    : loop_(loop), done_(std::move(done)), pipes_(std::move(pipes)) {
   forward_.from = first_fd;
   forward_.to = second_fd;
   forward_.from_is_first = true;
@@ -40,16 +44,23 @@ SplicePump::SplicePump(ev::EventLoop& loop, int first_fd, int second_fd, DoneCal
   backward_.from_is_first = false;
 }
 
-bool SplicePump::start(int pipe_size) {
+SplicePump::~SplicePump() {
+  // The events go first: nothing may fire on a pipe that is back in the pool.
   for (Direction* d : {&forward_, &backward_}) {
-    int fds[2] = {-1, -1};
-    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == -1) {
+    d->readable.reset();
+    d->writable.reset();
+  }
+  releasePipes();
+}
+
+bool SplicePump::start() {
+  for (Direction* d : {&forward_, &backward_}) {
+    auto pipe = pipes_ ? pipes_->acquire() : makePipe(kDefaultPipeSize);
+    if (!pipe) {
       return false;
     }
-    d->pipe_read.reset(fds[0]);
-    d->pipe_write.reset(fds[1]);
-    // Best effort: the kernel caps the size at fs.pipe-max-size.
-    (void)::fcntl(fds[1], F_SETPIPE_SZ, pipe_size);
+    d->pipe_read = std::move(pipe->read);
+    d->pipe_write = std::move(pipe->write);
     d->readable = std::make_unique<ev::IoEvent>(loop_, d->from, ev::IoEvent::Kind::Read,
                                                 [this, d] { pump(*d); });
     d->writable = std::make_unique<ev::IoEvent>(loop_, d->to, ev::IoEvent::Kind::Write,
@@ -58,6 +69,15 @@ bool SplicePump::start(int pipe_size) {
   forward_.readable->enable();
   backward_.readable->enable();
   return true;
+}
+
+void SplicePump::releasePipes() {
+  for (Direction* d : {&forward_, &backward_}) {
+    if (pipes_ && d->pipe_read) {
+      // A pipe that still holds bytes (the test was stopped mid-flight) is closed, not reused.
+      pipes_->release({std::move(d->pipe_read), std::move(d->pipe_write)}, d->in_pipe == 0);
+    }
+  }
 }
 
 void SplicePump::pump(Direction& d) {
@@ -72,9 +92,18 @@ void SplicePump::pump(Direction& d) {
         d.eof = true;
       } else if (errno == EAGAIN) {
         read_blocked = true;
-      } else if (errno != EINTR) {
-        fail(d, errno, /*at_from=*/true);
-        return;
+      } else if (errno == EINTR) {
+        continue;
+      } else if (d.read_failed) {
+        d.eof = true;  // a second error: the failed side has nothing more
+      } else {
+        // A socket reports a reset once, possibly before every byte that arrived ahead of it is
+        // read (when the pipe had little room), and then hands out the rest and EOF: read on.
+        d.read_failed = true;
+        if (!failure_) {
+          fail(d, errno, /*at_from=*/true);
+          return;
+        }
       }
     }
     while (d.in_pipe > 0) {
@@ -153,6 +182,9 @@ void SplicePump::onDrainTick() {
 void SplicePump::stop() {
   stopDrain();
   completed_ = true;
+  if (flush_deadline_) {
+    flush_deadline_->disarm();
+  }
   for (Direction* d : {&forward_, &backward_}) {
     if (d->readable) {
       d->readable->disable();
@@ -178,13 +210,32 @@ void SplicePump::finishDirection(Direction& d) {
   // reports that.
   (void)::shutdown(d.to, SHUT_WR);
   if (forward_.done && backward_.done) {
-    complete({Outcome::Closed, 0, false});
+    complete(failure_ ? *failure_ : Completion{Outcome::Closed, 0, false});
   }
 }
 
 void SplicePump::fail(Direction& d, int error, bool at_from) {
+  if (failure_) {
+    complete(*failure_);  // the open side failed too: nothing more can be delivered
+    return;
+  }
   const bool at_first = at_from ? d.from_is_first : !d.from_is_first;
-  complete({Outcome::Error, error, at_first});
+  failure_ = Completion{Outcome::Error, error, at_first};
+  // Nothing reaches the failed side any more; what is in that direction's pipe is lost, as the
+  // bytes in flight toward a reset socket are on a direct path.
+  Direction& toward_failed = at_first ? backward_ : forward_;
+  toward_failed.done = true;
+  toward_failed.readable->disable();
+  toward_failed.writable->disable();
+  // What the failed side sent before the error goes on to the open side.
+  Direction& from_failed = at_first ? forward_ : backward_;
+  if (from_failed.done) {
+    complete(*failure_);
+    return;
+  }
+  flush_deadline_ = std::make_unique<ev::Timer>(loop_, [this] { complete(*failure_); });
+  flush_deadline_->armMs(kFlushAfterErrorMs);
+  pump(from_failed);
 }
 
 void SplicePump::complete(const Completion& completion) {
@@ -194,6 +245,9 @@ void SplicePump::complete(const Completion& completion) {
   completed_ = true;
   if (drain_tick_) {
     drain_tick_->disarm();
+  }
+  if (flush_deadline_) {
+    flush_deadline_->disarm();
   }
   for (Direction* d : {&forward_, &backward_}) {
     if (d->readable) {

@@ -7,6 +7,7 @@
 
 #include "ev/io_event.h"
 #include "net/unique_fd.h"
+#include "proxy/pipe_pool.h"
 
 namespace iperf3proxy::proxy {
 
@@ -14,9 +15,15 @@ namespace iperf3proxy::proxy {
 // direction, so payload never enters user space.
 //
 // Contract: the pump *borrows* both socket fds (the owner keeps them open for the pump's whole
-// life and closes them after), owns its pipes and events, counts bytes per direction, passes a
-// half-close through per direction (EOF on one side becomes shutdown(SHUT_WR) on the other once
-// the pipe is flushed: iperf3 3.21+ waits for that EOF), and reports exactly one completion.
+// life and closes them after), owns its pipes (taken from a PipePool and given back empty) and
+// events, counts bytes per direction, passes a half-close through per direction (EOF on one side
+// becomes shutdown(SHUT_WR) on the other once the pipe is flushed: iperf3 3.21+ waits for that
+// EOF), and reports exactly one completion.
+//
+// An error on one side (a reset, a write that fails) ends the direction toward that side at once,
+// but the direction away from it first delivers what it still holds, read before the error, to
+// the other side if that side is open: a direct connection delivers the bytes that arrived before
+// a reset too. The completion (the first error) follows that, or kFlushAfterErrorMs at the latest.
 class SplicePump {
  public:
   enum class Outcome { Closed, Error };
@@ -29,17 +36,23 @@ class SplicePump {
 
   using DoneCallback = std::function<void(const Completion&)>;
 
-  // Default pipe capacity. Measured on loopback (bench/run_bench.sh -P 1, 3 rounds each):
-  // 64 KiB, 256 KiB and 1 MiB were within noise of each other (proxy/haproxy 0.94..1.25);
-  // 256 KiB keeps the bytes in flight inside the proxy small, which matters at test end.
+  // Pipe capacity when no pool is given (component tests).
   static constexpr int kDefaultPipeSize = 262144;
+  // After an error on one side, how long the other direction may take to deliver what it holds.
+  static constexpr long kFlushAfterErrorMs = 2'000;
 
-  SplicePump(ev::EventLoop& loop, int first_fd, int second_fd, DoneCallback done);
+  // `pipes`: where the pipes come from and go back to; null: pipes of kDefaultPipeSize of its own.
+  SplicePump(ev::EventLoop& loop,
+             int first_fd,
+             int second_fd,
+             DoneCallback done,
+             std::shared_ptr<PipePool> pipes = nullptr);
+  ~SplicePump();
   SplicePump(const SplicePump&) = delete;
   SplicePump& operator=(const SplicePump&) = delete;
 
-  // Creates the pipes and starts moving. Returns false (errno set) if pipes cannot be created.
-  bool start(int pipe_size = kDefaultPipeSize);
+  // Takes the pipes and starts moving. Returns false (errno set) if pipes cannot be had.
+  bool start();
 
   // Moves everything the first peer has sent so far into the second peer's TCP and calls `done`
   // once the second peer has acknowledged it all and the first has been quiet for a moment (or
@@ -73,6 +86,7 @@ class SplicePump {
     std::size_t in_pipe = 0;
     std::uint64_t bytes = 0;
     bool eof = false;
+    bool read_failed = false;  // `from` reported an error once
     bool done = false;
     bool from_is_first = true;
     std::unique_ptr<ev::IoEvent> readable;  // `from` has data
@@ -83,12 +97,17 @@ class SplicePump {
   void finishDirection(Direction& d);
   void fail(Direction& d, int error, bool at_from);
   void complete(const Completion& completion);
+  void releasePipes();
   void onDrainTick();
   void finishDrain();
 
   ev::EventLoop& loop_;
   DoneCallback done_;
+  std::shared_ptr<PipePool> pipes_;
   bool completed_ = false;
+  // The first error, once one side failed: reported when the other direction has delivered.
+  std::optional<Completion> failure_;
+  std::unique_ptr<ev::Timer> flush_deadline_;
   Direction forward_;   // first -> second
   Direction backward_;  // second -> first
   std::function<void()> drained_;

@@ -22,6 +22,7 @@ class StreamRelay : public ev::DeferredDeletable {
               roles::Flow flow,
               net::UniqueFd client,
               net::UniqueFd server,
+              std::shared_ptr<PipePool> pipes,  // null: pipes of the pump's own
               DoneCallback done);
 
   // Returns false if the pump could not start (no pipes); errno is set.

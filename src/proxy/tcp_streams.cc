@@ -16,9 +16,11 @@ TcpStreams::TcpStreams(ev::EventLoop& loop,
                        const proto::Cookie& cookie,
                        long backend_connect_ms,
                        std::string log_prefix,
+                       std::shared_ptr<PipePool> pipes,
                        Callbacks callbacks)
     : loop_(loop),
       log_prefix_(log_prefix),
+      pipes_(std::move(pipes)),
       callbacks_(std::move(callbacks)),
       drain_deadline_(loop, [this] { endDrain(); }),
       pairing_(loop,
@@ -60,7 +62,7 @@ void TcpStreams::startRelay(roles::Flow flow, net::UniqueFd client, net::UniqueF
   }
   callbacks_.on_relay(client.get(), server.get());
   auto relay = std::make_unique<StreamRelay>(
-      loop_, static_cast<int>(relays_.size()), flow, std::move(client), std::move(server),
+      loop_, static_cast<int>(relays_.size()), flow, std::move(client), std::move(server), pipes_,
       [this](StreamRelay& done, const SplicePump::Completion& completion) {
         onRelayDone(done, completion);
       });

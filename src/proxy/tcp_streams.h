@@ -38,6 +38,7 @@ class TcpStreams {
              const proto::Cookie& cookie,
              long backend_connect_ms,
              std::string log_prefix,
+             std::shared_ptr<PipePool> pipes,  // where the relays' pipes come from
              Callbacks callbacks);
   ~TcpStreams();
   TcpStreams(const TcpStreams&) = delete;
@@ -77,6 +78,7 @@ class TcpStreams {
 
   ev::EventLoop& loop_;
   std::string log_prefix_;
+  std::shared_ptr<PipePool> pipes_;
   Callbacks callbacks_;
   bool stopped_ = false;
   std::uint64_t finished_up_ = 0;  // bytes of relays that have ended

@@ -3,22 +3,38 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+
+#include <spdlog/spdlog.h>
 
 #include "net/socket_ops.h"
 
 namespace iperf3proxy::proxy {
 namespace {
 
-// Receive batches per wake-up before other flows get a turn (level-triggered: the rest fires
-// again at once).
-constexpr int kBatchesPerWakeup = 4;
-
-bool sameEndpoint(const sockaddr_storage& a, socklen_t a_length, const net::Address& b) {
-  const net::Address from =
-      net::Address::fromSockaddr(reinterpret_cast<const sockaddr*>(&a), a_length);
-  return from.port() == b.port() && from.hostString() == b.hostString();
+// Every UDP socket of a flow gets GRO (fewer, larger receives when the kernel coalesces) and
+// buffers of net::kUdpBufferBytes. Where the kernel grants less (net.core.rmem_max/wmem_max for a
+// proxy without CAP_NET_ADMIN), the first time is a warning: at high rates datagrams will be lost
+// in the proxy's buffers.
+void prepareSocket(int fd) {
+  net::enableUdpGro(fd);
+  const net::SocketBufferSizes granted = net::enlargeSocketBuffers(fd);
+  if (granted.receive < net::kUdpBufferBytes || granted.send < net::kUdpBufferBytes) {
+    static std::atomic<bool> warned{false};
+    const bool first = !warned.exchange(true);
+    const auto text = fmt::format(
+        "UDP socket buffers capped by the kernel: {} bytes to receive, {} to send, {} asked for; "
+        "raise net.core.rmem_max and net.core.wmem_max (or run with CAP_NET_ADMIN) for fast UDP "
+        "tests",
+        granted.receive, granted.send, net::kUdpBufferBytes);
+    if (first) {
+      spdlog::warn("{}", text);
+    } else {
+      spdlog::debug("{}", text);
+    }
+  }
 }
 
 }  // namespace
@@ -45,7 +61,8 @@ std::unique_ptr<UdpFlow> UdpFlow::open(ev::EventLoop& loop,
     *error = "connect to backend " + backend.toString() + ": " + net::errnoText(errno);
     return nullptr;
   }
-  net::enlargeSocketBuffers(server_socket.get());
+  prepareSocket(client_socket.get());
+  prepareSocket(server_socket.get());
   auto flow = std::unique_ptr<UdpFlow>(
       new UdpFlow(loop, batch, client, std::move(client_socket), std::move(server_socket)));
   flow->fromClient(first_datagram);
@@ -57,69 +74,19 @@ UdpFlow::UdpFlow(ev::EventLoop& loop,
                  net::Address client,
                  net::UniqueFd client_socket,
                  net::UniqueFd server_socket)
-    : batch_(batch),
-      client_(client),
+    : client_(client),
       client_socket_(std::move(client_socket)),
       server_socket_(std::move(server_socket)),
-      client_readable_(
-          loop, client_socket_.get(), ev::IoEvent::Kind::Read, [this] { onClientReadable(); }),
-      server_readable_(
-          loop, server_socket_.get(), ev::IoEvent::Kind::Read, [this] { onServerReadable(); }) {
-  client_readable_.enable();
-  server_readable_.enable();
+      // Before connect() the client socket was briefly bound but unconnected and could have
+      // caught a datagram of another source; only this client's datagrams belong here.
+      up_(loop, batch, client_socket_.get(), server_socket_.get(), &client_),
+      down_(loop, batch, server_socket_.get(), client_socket_.get(), nullptr) {
+  up_.start();
+  down_.start();
 }
 
 void UdpFlow::fromClient(std::span<const std::uint8_t> datagram) {
-  if (::send(server_socket_.get(), datagram.data(), datagram.size(), MSG_DONTWAIT | MSG_NOSIGNAL) ==
-      static_cast<ssize_t>(datagram.size())) {
-    bytes_up_ += datagram.size();
-    ++datagrams_up_;
-  } else {
-    ++dropped_;
-  }
-}
-
-void UdpFlow::onClientReadable() {
-  for (int round = 0; round < kBatchesPerWakeup; ++round) {
-    const int n = batch_.receive(client_socket_.get());
-    if (n <= 0) {
-      return;  // drained, or an error such as ECONNREFUSED from an ICMP: nothing to relay
-    }
-    // Before connect() the socket was briefly bound but unconnected and could have caught a
-    // datagram of another source; only this client's datagrams belong here.
-    bool all_from_client = true;
-    for (int i = 0; i < n; ++i) {
-      all_from_client =
-          all_from_client && sameEndpoint(batch_.source(i), batch_.sourceLength(i), client_);
-    }
-    if (!all_from_client) {
-      for (int i = 0; i < n; ++i) {
-        if (sameEndpoint(batch_.source(i), batch_.sourceLength(i), client_)) {
-          fromClient(batch_.datagram(i));
-        } else {
-          ++dropped_;
-        }
-      }
-      continue;
-    }
-    const int sent = batch_.sendConnected(server_socket_.get(), n);
-    datagrams_up_ += static_cast<std::uint64_t>(sent);
-    bytes_up_ += batch_.bytes(sent);
-    dropped_ += static_cast<std::uint64_t>(n - sent);
-  }
-}
-
-void UdpFlow::onServerReadable() {
-  for (int round = 0; round < kBatchesPerWakeup; ++round) {
-    const int n = batch_.receive(server_socket_.get());
-    if (n <= 0) {
-      return;  // after TEST_END the server's port is closed: ECONNREFUSED is expected
-    }
-    const int sent = batch_.sendConnected(client_socket_.get(), n);
-    datagrams_down_ += static_cast<std::uint64_t>(sent);
-    bytes_down_ += batch_.bytes(sent);
-    dropped_ += static_cast<std::uint64_t>(n - sent);
-  }
+  up_.forward(datagram);
 }
 
 }  // namespace iperf3proxy::proxy

@@ -9,6 +9,7 @@
 #include "net/address.h"
 #include "net/datagram_batch.h"
 #include "net/unique_fd.h"
+#include "proxy/datagram_relay.h"
 
 namespace iperf3proxy::proxy {
 
@@ -20,6 +21,8 @@ namespace iperf3proxy::proxy {
 // iperf3's server does it: the kernel hands it exactly this client's datagrams, and what it
 // sends comes from the address and port the client targeted, which the client's connected socket
 // requires. Server side: a socket connected to the backend, on a fresh ephemeral port.
+// Each direction is a DatagramRelay (batches, GRO/GSO, a pause instead of a drop when the
+// destination is full).
 class UdpFlow {
  public:
   // Creates both sockets and forwards the flow's first datagram. Returns null (with `error`)
@@ -46,22 +49,22 @@ class UdpFlow {
 
   int serverFd() const { return server_socket_.get(); }
 
-  std::uint64_t bytesFromClient() const { return bytes_up_; }
+  std::uint64_t bytesFromClient() const { return up_.bytes(); }
 
-  std::uint64_t bytesFromServer() const { return bytes_down_; }
+  std::uint64_t bytesFromServer() const { return down_.bytes(); }
 
-  std::uint64_t datagramsFromClient() const { return datagrams_up_; }
+  std::uint64_t datagramsFromClient() const { return up_.datagrams(); }
 
-  std::uint64_t datagramsFromServer() const { return datagrams_down_; }
+  std::uint64_t datagramsFromServer() const { return down_.datagrams(); }
 
-  std::uint64_t dropped() const { return dropped_; }
+  std::uint64_t dropped() const { return up_.dropped() + down_.dropped(); }
 
-  bool replied() const { return datagrams_down_ > 0; }
+  bool replied() const { return down_.datagrams() > 0; }
 
   // No more I/O (the test is closing).
   void stop() {
-    client_readable_.disable();
-    server_readable_.disable();
+    up_.stop();
+    down_.stop();
   }
 
  private:
@@ -71,20 +74,11 @@ class UdpFlow {
           net::UniqueFd client_socket,
           net::UniqueFd server_socket);
 
-  void onClientReadable();
-  void onServerReadable();
-
-  net::DatagramBatch& batch_;
   net::Address client_;
   net::UniqueFd client_socket_;
   net::UniqueFd server_socket_;
-  std::uint64_t bytes_up_ = 0;
-  std::uint64_t bytes_down_ = 0;
-  std::uint64_t datagrams_up_ = 0;
-  std::uint64_t datagrams_down_ = 0;
-  std::uint64_t dropped_ = 0;
-  ev::IoEvent client_readable_;
-  ev::IoEvent server_readable_;
+  DatagramRelay up_;    // client -> server
+  DatagramRelay down_;  // server -> client
 };
 
 }  // namespace iperf3proxy::proxy

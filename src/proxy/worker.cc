@@ -17,7 +17,8 @@ Worker::Worker(int index,
       front_loop_(front_loop),
       front_(front),
       settings_(settings),
-      traffic_(traffic) {}
+      traffic_(traffic),
+      pipes_(std::make_shared<PipePool>(settings.data_path.pipe_size)) {}
 
 Worker::~Worker() {
   closeAll(CloseReason::Shutdown);

@@ -95,6 +95,8 @@ class Worker : private SessionHost {
 
   TrafficCounters& traffic() override { return traffic_; }
 
+  std::shared_ptr<PipePool> pipePool() override { return pipes_; }
+
   int index_;
   ev::EventLoop& loop_;
   ev::EventLoop& front_loop_;
@@ -102,6 +104,9 @@ class Worker : private SessionHost {
   const ProxySettings& settings_;
   TrafficCounters& traffic_;
   net::DatagramBatch udp_batch_;
+  // Shared with the relays that hold its pipes: they may outlive the worker on the loop's
+  // deferred-delete queue.
+  std::shared_ptr<PipePool> pipes_;
   std::unordered_map<proto::Cookie, std::unique_ptr<Session>, proto::CookieHash> sessions_;
 };
 

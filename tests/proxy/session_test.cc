@@ -29,6 +29,7 @@
 #include "loopback.h"
 #include "net/datagram_batch.h"
 #include "proto/wire.h"
+#include "proxy/pipe_pool.h"
 #include "proxy/traffic_counters.h"
 #include "scripted_peers.h"
 
@@ -102,6 +103,8 @@ class RecordingHost : public SessionHost {
 
   TrafficCounters& traffic() override { return traffic_counters; }
 
+  std::shared_ptr<PipePool> pipePool() override { return pipes; }
+
   bool ended() const { return summary.has_value(); }
 
   std::unique_ptr<Session> session;
@@ -115,6 +118,7 @@ class RecordingHost : public SessionHost {
   bool backend_broke = false;
   net::DatagramBatch batch;
   TrafficCounters traffic_counters;
+  std::shared_ptr<PipePool> pipes = std::make_shared<PipePool>(DataPath{}.pipe_size);
   int tests_running = 0;
 
  private:

@@ -3,9 +3,12 @@
 
 #include "proxy/splice_pump.h"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <thread>
@@ -62,8 +65,8 @@ struct Transfer {
   Digest received;
 };
 
-// Writes `total` bytes into `fd`, then half-closes it.
-void sendAll(int fd, std::uint64_t total, std::uint64_t seed, Digest& digest) {
+// Writes `total` bytes into `fd`.
+void sendBytes(int fd, std::uint64_t total, std::uint64_t seed, Digest& digest) {
   ByteStream stream(seed);
   std::vector<std::uint8_t> buffer(256 * 1024);
   std::uint64_t left = total;
@@ -80,6 +83,11 @@ void sendAll(int fd, std::uint64_t total, std::uint64_t seed, Digest& digest) {
     digest.add(buffer.data(), chunk);
     left -= chunk;
   }
+}
+
+// Writes `total` bytes into `fd`, then half-closes it.
+void sendAll(int fd, std::uint64_t total, std::uint64_t seed, Digest& digest) {
+  sendBytes(fd, total, seed, digest);
   ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
 }
 
@@ -239,6 +247,115 @@ TEST_F(SplicePumpTest, AStoppedDrainTicksNoMore) {
   EXPECT_FALSE(called);
   EXPECT_FALSE(pump_->draining());
   EXPECT_FALSE(done_);
+}
+
+// Waits (bounded) until everything written on `fd` has been acknowledged by its peer's TCP.
+bool waitAcknowledged(int fd) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int unacknowledged = -1;
+    if (::ioctl(fd, SIOCOUTQ, &unacknowledged) == 0 && unacknowledged == 0) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return false;
+}
+
+// Closes `fd` abortively: a reset instead of a FIN, as iperf3's server closes a data socket
+// that still holds unread bytes.
+void resetAndClose(UniqueFd& fd) {
+  linger reset_on_close{1, 0};
+  ASSERT_EQ(::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &reset_on_close, sizeof(reset_on_close)),
+            0);
+  fd.reset();
+}
+
+// A small send buffer toward the server: the pump's pipe fills and holds bytes the server has
+// not taken yet.
+void narrowServerPath(int proxy_server_side) {
+  const int small = 4096;
+  ASSERT_EQ(::setsockopt(proxy_server_side, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+}
+
+// Issue 9: bytes the client sent before resetting its connection still reach the server, as
+// they would directly (the kernel keeps data received before a reset readable), and only then
+// does the pump report the client's error. Before the fix, the pipe's content was dropped.
+TEST_F(SplicePumpTest, BytesSentBeforeAResetStillReachTheOpenSide) {
+  narrowServerPath(proxy_server_side_.get());
+  constexpr std::uint64_t kBytes = 256 * 1024;
+  Transfer upload;
+  std::atomic<bool> reset_done{false};
+  std::thread client_side([&] {
+    sendBytes(client_.get(), kBytes, 5, upload.sent);
+    ASSERT_TRUE(waitAcknowledged(client_.get()));  // everything is in the proxy's hands
+    resetAndClose(client_);
+    reset_done = true;
+  });
+  std::thread server_side([&] {
+    while (!reset_done) {  // the server reads only once the client is gone
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    receiveAll(server_.get(), upload.received);
+  });
+  ev::Timer deadline(loop_, [this] {
+    ADD_FAILURE() << "no completion";
+    loop_.stop();
+  });
+  deadline.armMs(20'000);
+  loop_.run();
+  EXPECT_TRUE(done_);
+  EXPECT_EQ(completion_.outcome, SplicePump::Outcome::Error);
+  EXPECT_TRUE(completion_.at_first);
+  client_side.join();
+  // Without the fix the server would wait for an EOF that never comes: close the proxy's side.
+  pump_.reset();
+  proxy_server_side_.reset();
+  server_side.join();
+  EXPECT_EQ(upload.received.bytes, kBytes);
+  EXPECT_EQ(upload.received.value, upload.sent.value);
+}
+
+// The same when the reset is noticed first by a write toward the reset side (the server was
+// sending to a client that never read): the client's bytes still reach the server.
+TEST_F(SplicePumpTest, BytesSentBeforeAResetReachTheOpenSideWhenAWriteNoticesTheReset) {
+  narrowServerPath(proxy_server_side_.get());
+  constexpr std::uint64_t kBytes = 256 * 1024;
+  Transfer upload;
+  std::atomic<bool> reset_done{false};
+  std::thread server_sender([&] {
+    const std::vector<std::uint8_t> block(64 * 1024, 9);
+    while (::send(server_.get(), block.data(), block.size(), MSG_NOSIGNAL) > 0) {
+    }  // until the proxy closes its side
+  });
+  std::thread client_side([&] {
+    sendBytes(client_.get(), kBytes, 6, upload.sent);
+    ASSERT_TRUE(waitAcknowledged(client_.get()));
+    resetAndClose(client_);
+    reset_done = true;
+  });
+  std::thread server_reader([&] {
+    while (!reset_done) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    receiveAll(server_.get(), upload.received);
+  });
+  ev::Timer deadline(loop_, [this] {
+    ADD_FAILURE() << "no completion";
+    loop_.stop();
+  });
+  deadline.armMs(20'000);
+  loop_.run();
+  client_side.join();
+  EXPECT_TRUE(done_);
+  EXPECT_EQ(completion_.outcome, SplicePump::Outcome::Error);
+  EXPECT_TRUE(completion_.at_first);
+  pump_.reset();
+  proxy_server_side_.reset();
+  server_reader.join();
+  server_sender.join();
+  EXPECT_EQ(upload.received.bytes, kBytes);
+  EXPECT_EQ(upload.received.value, upload.sent.value);
 }
 
 }  // namespace
