@@ -24,7 +24,6 @@
 #include "metrics/metrics_endpoint.h"
 #include "net/address.h"
 #include "proxy/server.h"
-#include "proxy/splice_pump.h"
 
 namespace {
 
@@ -118,7 +117,7 @@ std::optional<int> startService(app::Config& config, Service& service) {
   }
   app::prepareResources(app::ResourceNeeds{
       config.settings.limits.max_tests, config.settings.limits.max_pending, config.threads,
-      config.backends.embedded, proxy::SplicePump::kDefaultPipeSize});
+      config.backends.embedded, config.settings.data_path.pipe_size});
   return std::nullopt;
 }
 
