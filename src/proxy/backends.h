@@ -84,6 +84,8 @@ class Backends {
   std::uint64_t hungReports() const { return hung_reports_; }
 
  private:
+  // Waits (at startup, before the loop runs) until every embedded server listens.
+  bool awaitEmbeddedListening(std::string* error, int* exit_code);
   bool addFromFile(const std::string& text, std::string* error);
   bool readFile(std::vector<std::string>* entries, std::string* error) const;
   // Hands free backends to queued tests, expires waits, and re-arms the timer.
