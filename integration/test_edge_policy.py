@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Options as iperf3 users expect them, with real iperf3 3.12 processes.
+"""Options as iperf3 users expect them, and the edge policy, with real iperf3 3.12 processes.
 
 Run (no root needed; about 30 seconds):
 
@@ -11,6 +11,12 @@ Run (no root needed; about 30 seconds):
                           refuses them as it parses (an unknown option) or only when it sets
                           up (CPU affinity); the proxy's own (-s, -p, -D, ...) are refused
   durations               take units; a bare number is the option's documented unit
+  --max-streams           each refused before the test starts, with the error the real
+  --max-bitrate             client prints, one log line, and the server never reading the
+  --max-duration            test's parameters (its log has no "Accepted connection")
+  --max-tests-per-client  a second test from one address hears "busy"; another address runs
+  --allow / --deny        a denied address hears "test authorization failed" at once, and no
+                          server sees a byte of it
 """
 
 from __future__ import annotations
@@ -153,6 +159,8 @@ def test_the_proxys_own_options_are_refused(proxy_bin, args):
     (["--idle-timeout", "90000"], "outside 1s to 86400s"),  # seconds, not milliseconds
     (["--cookie-timeout", "5x"], "unknown unit 'x'"),
     (["--max-duration", "1500ms"], "not a whole number of seconds"),
+    (["--max-bitrate", "1Q"], "not a rate"),
+    (["--allow", "10.0.0.1/8"], "address bits set beyond its /8"),
 ])
 def test_malformed_values_are_argument_errors(proxy_bin, args, message):
     done = run_proxy_to_exit(proxy_bin, *args)
@@ -172,5 +180,92 @@ def test_durations_take_units_and_bare_numbers_their_documented_unit(proxy_bin, 
         silent.close()
         assert_real_test_passes(proxy, harness.run_client(proxy.port, ["-t", "1"],
                                                           CLIENT_TIMEOUT_S), streams=1)
+    finally:
+        proxy.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Edge policy: per test
+# --------------------------------------------------------------------------------------------
+
+
+def test_per_test_limits_refuse_before_the_server_reads_the_test(proxy_bin, tmp_path):
+    with harness.start_iperf_server(log_dir=tmp_path) as backend:
+        proxy = start_proxy(proxy_bin, tmp_path, "--max-streams", "2", "--max-bitrate", "10M",
+                            "--max-duration", "3", backend=backend.port)
+        try:
+            cases = [
+                (["-P", "3", "-b", "1M", "-t", "1"], "number of parallel streams too large",
+                 "too-many-streams", "3 data streams (-P 3) are above --max-streams 2"),
+                (["--bidir", "-P", "2", "-b", "1M", "-t", "1"],
+                 "number of parallel streams too large", "too-many-streams",
+                 "4 data streams (-P 2 --bidir) are above --max-streams 2"),
+                (["-t", "1"], "total required bandwidth is larger than server limit",
+                 "bitrate-exceeded", "no -b limit (TCP's default) is above --max-bitrate 10M"),
+                (["-u", "-b", "0", "-t", "1"], "total required bandwidth is larger than server "
+                 "limit", "bitrate-exceeded", "no -b limit (-b 0) is above --max-bitrate 10M"),
+                (["-u", "-b", "6M", "-P", "2", "-t", "1"], "total required bandwidth",
+                 "bitrate-exceeded", "-b 6M x 2 streams is above --max-bitrate 10M"),
+                (["-b", "1M", "-t", "5"], "test duration too long", "duration-exceeded",
+                 "-t 5 -O 0 is above --max-duration 3"),
+            ]
+            for args, client_says, reason, detail in cases:
+                result = refused_with(proxy, args, client_says)
+                end = session_end_of(proxy, result)
+                assert (end.reason, end.detail) == (reason, detail), context(proxy, end.line)
+            # Within every limit (5M each way is 10M in all): the test runs.
+            passed = harness.run_client(proxy.port, ["--bidir", "-b", "5M", "-t", "1"],
+                                        CLIENT_TIMEOUT_S)
+            assert_real_test_passes(proxy, passed, streams=2)
+            # The server read the parameters of that test only.
+            assert len(re.findall(ACCEPTED, backend.log_text())) == 1, backend.log_text()
+            assert len(harness.session_ends(proxy.log_text())) == len(cases) + 1
+        finally:
+            proxy.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Edge policy: per connection (the front)
+# --------------------------------------------------------------------------------------------
+
+
+def test_per_client_limit_and_address_blocks(proxy_bin, tmp_path):
+    # The dual-stack listener shows 127.0.0.3 as ::ffff:127.0.0.3: the IPv4 blocks match it.
+    proxy = start_proxy(proxy_bin, tmp_path, "--servers", "2", "--max-tests-per-client", "1",
+                        "--allow", "127.0.0.0/8", "--deny", "127.0.0.3")
+    try:
+        with BackgroundClient(proxy, ["-t", "3"]) as first:
+            first.wait_running()
+            # A second test from the same address: "busy", before any server is asked.
+            busy = refused_with(proxy, ["-t", "1"], "the server is busy running a test")
+            assert busy.error
+            wait_log(proxy, r"refused a new test from 127\.0\.0\.1:\d+: 127\.0\.0\.1 already "
+                            r"has 1 tests running or queued \(--max-tests-per-client\)$")
+            # Another address runs at the same time, on the other server.
+            other = harness.run_client(proxy.port, ["-B", "127.0.0.2", "-t", "1"],
+                                       CLIENT_TIMEOUT_S)
+            assert_real_test_passes(proxy, other, streams=1)
+            # A denied address hears so at once; nothing of it reaches a server or a session.
+            denied = refused_with(proxy, ["-B", "127.0.0.3", "-t", "1"],
+                                  "test authorization failed")
+            assert denied.error
+            wait_log(proxy, r"refused connection from 127\.0\.0\.3:\d+: --deny 127\.0\.0\.3$")
+            result = first.result()
+        assert_real_test_passes(proxy, result, streams=1)
+        # The slot is free again once the first test ended.
+        assert_real_test_passes(proxy, harness.run_client(proxy.port, ["-t", "1"],
+                                                          CLIENT_TIMEOUT_S), streams=1)
+        # IPv6 is held by no --allow.
+        ipv6 = harness.run_client(proxy.port, ["-t", "1"], CLIENT_TIMEOUT_S, host="::1")
+        assert ipv6.error and "test authorization failed" in ipv6.error, context(proxy,
+                                                                                 ipv6.summary())
+        wait_log(proxy, r"refused connection from \[::1\]:\d+: no --allow holds it$")
+        # Three tests ran; the refused ones never had a session, and no server saw them.
+        assert len(harness.session_ends(proxy.log_text())) == 3, context(proxy)
+        assert count_log(proxy, r"\[embedded-\d iperf3 -s\] " + ACCEPTED) == 3, context(proxy)
+        code = proxy.stop()
+        assert code == 0
+        assert re.search(r"refused-busy=1 \(per-client=1\) \| connections refused: denied=2 ",
+                         proxy.log_text()), context(proxy)
     finally:
         proxy.stop()

@@ -48,6 +48,19 @@ CLI::Validator durationValidator(DurationRule rule) {
       "");
 }
 
+CLI::Validator rateValidator() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        auto parsed = parseRateBps(value);
+        if (const auto* error = std::get_if<UnitError>(&parsed)) {
+          return error->message;
+        }
+        value = std::to_string(std::get<std::uint64_t>(parsed));
+        return {};
+      },
+      "");
+}
+
 // argv up to a lone `--`, and the words after it (for every embedded iperf3 -s).
 std::vector<std::string> splitAtDoubleDash(int argc, char** argv, int* proxy_argc) {
   std::vector<std::string> rest;
@@ -60,6 +73,32 @@ std::vector<std::string> splitAtDoubleDash(int argc, char** argv, int* proxy_arg
     }
   }
   return rest;
+}
+
+// --allow / --deny: parsed as they are given, so a typo is an argument error at once.
+void addAccessOption(CLI::App& app,
+                     const std::string& name,
+                     proxy::AddressPolicy& access,
+                     bool allow,
+                     const std::string& group) {
+  app.add_option_function<std::vector<std::string>>(
+         name,
+         [&access, allow](const std::vector<std::string>& blocks) {
+           for (const auto& text : blocks) {
+             auto parsed = proxy::parseCidr(text);
+             if (auto* error = std::get_if<proxy::CidrError>(&parsed)) {
+               throw CLI::ValidationError(allow ? "--allow" : "--deny", error->message);
+             }
+             auto& block = std::get<proxy::Cidr>(parsed);
+             allow ? access.allow(std::move(block)) : access.deny(std::move(block));
+           }
+         },
+         allow ? "clients in this address block may test (CIDR, e.g. 10.0.0.0/8 or 2001:db8::/32; "
+                 "repeatable); with any --allow, only they may"
+               : "clients in this address block may not test (repeatable); the most specific "
+                 "block decides, --deny on a tie")
+      ->type_name("CIDR")
+      ->group(group);
 }
 
 }  // namespace
@@ -179,6 +218,24 @@ std::variant<Config, ExitNow> parseCommandLine(int argc, char** argv) {
   app.add_option("--max-results-json", codec.max_results_json, "bytes of a results message")
       ->check(CLI::Range(1024U, 128U << 20))
       ->group(limit_group);
+  auto& policy = config.settings.policy;
+  const std::string policy_group = "Edge policy (each refused before the test starts; 0 = off)";
+  app.add_option("--max-streams", policy.max_streams,
+                 "data streams one test may open (-P N opens N, --bidir -P N opens 2N)")
+      ->check(CLI::Range(0, 256))
+      ->group(policy_group);
+  app.add_option("--max-bitrate", policy.max_bitrate_bps,
+                 "total rate one test may ask for, -b times its streams (iperf3 notation: 100M, "
+                 "1G); a test without a -b limit (TCP's default, UDP -b 0) is refused")
+      ->transform(rateValidator())
+      ->type_name("RATE")
+      ->group(policy_group);
+  app.add_option("--max-tests-per-client", policy.max_tests_per_client,
+                 "tests one client address may have running or waiting; more hear \"busy\"")
+      ->check(CLI::Range(0, 100'000))
+      ->group(policy_group);
+  addAccessOption(app, "--allow", policy.access, /*allow=*/true, policy_group);
+  addAccessOption(app, "--deny", policy.access, /*allow=*/false, policy_group);
   try {
     app.parse(proxy_argc, argv);
   } catch (const CLI::CallForHelp& help) {
