@@ -6,12 +6,15 @@
 #include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <string>
+#include <string_view>
 
 #include <event2/event.h>
 #include <spdlog/spdlog.h>
 
 #include "app/cli.h"
 #include "app/logging.h"
+#include "app/sd_notify.h"
 #include "app/version.h"
 #include "ev/event_loop.h"
 #include "ev/io_event.h"
@@ -71,6 +74,14 @@ int run(const app::Config& config) {
   // First SIGTERM/SIGINT: no new tests, running tests may finish (up to the drain deadline),
   // then exit 0. A second signal: exit at once. The embedded servers are stopped either way.
   bool stopping = false;
+  // systemd (Type=notify): ready once listening, stopping once draining. A failure costs only
+  // the message.
+  const auto notify = [](std::string_view state) {
+    std::string notify_error;
+    if (!app::notifyServiceManager(state, &notify_error)) {
+      spdlog::warn("cannot tell the service manager {}: {}", state, notify_error);
+    }
+  };
   ev::Timer drain_deadline(loop, [&] {
     spdlog::warn("drain deadline reached; closing the remaining tests");
     loop.stop();
@@ -82,6 +93,7 @@ int run(const app::Config& config) {
       return;
     }
     stopping = true;
+    notify("STOPPING=1");
     drain_deadline.armMs(config.settings.limits.drain_ms);
     server.drain([&] { loop.stop(); });
   };
@@ -97,6 +109,7 @@ int run(const app::Config& config) {
       "iperf3-proxy {} ready: listening on {} (tcp and udp), backends: {}; {} worker thread{}",
       app::kVersion, where, server.backends().describe(), config.threads,
       config.threads == 1 ? "" : "s");
+  notify("READY=1\nSTATUS=listening on " + where);
   loop.run();
   drain_deadline.disarm();
   server.shutdown();
