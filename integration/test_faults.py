@@ -537,7 +537,7 @@ def test_embedded_server_killed_mid_test(proxy_bin, tmp_path):
 def idle_proxy(proxy_bin, backend, tmp_path):
     with harness.Proxy(harness.free_port(), backend=backend.port, binary=proxy_bin,
                        log_dir=tmp_path,
-                       extra_args=["--idle-timeout", str(IDLE_TIMEOUT_MS)]) as proxy:
+                       extra_args=["--idle-timeout", f"{IDLE_TIMEOUT_MS}ms"]) as proxy:
         yield proxy
 
 

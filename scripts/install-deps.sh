@@ -11,6 +11,8 @@ packages=(
   iperf3 python3 python3-pytest iproute2 nftables clang-format
   # The version tests: building other iperf3 releases with authentication, and RSA test keys.
   libssl-dev openssl
+  # The packaging tests: the compose and Kubernetes YAML, `systemd-analyze verify` of the units.
+  python3-yaml systemd
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(haproxy jq)

@@ -9,6 +9,8 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
 
 #include <event2/event.h>
 #include <spdlog/spdlog.h>
@@ -18,6 +20,7 @@
 #include "app/logging.h"
 #include "app/pid_file.h"
 #include "app/resources.h"
+#include "app/sd_notify.h"
 #include "app/version.h"
 #include "ev/event_loop.h"
 #include "ev/io_event.h"
@@ -182,6 +185,14 @@ int run(const app::Config& config, Service& service) {
   // First SIGTERM/SIGINT: no new tests, running tests may finish (up to the drain deadline),
   // then exit 0. A second signal: exit at once. The embedded servers are stopped either way.
   bool stopping = false;
+  // systemd (Type=notify): ready once listening, stopping once draining. A failure costs only
+  // the message.
+  const auto notify = [](std::string_view state) {
+    std::string notify_error;
+    if (!app::notifyServiceManager(state, &notify_error)) {
+      spdlog::warn("cannot tell the service manager {}: {}", state, notify_error);
+    }
+  };
   ev::Timer drain_deadline(loop, [&] {
     spdlog::warn("drain deadline reached; closing the remaining tests");
     loop.stop();
@@ -193,6 +204,7 @@ int run(const app::Config& config, Service& service) {
       return;
     }
     stopping = true;
+    notify("STOPPING=1");
     drain_deadline.armMs(config.settings.limits.drain_ms);
     server.drain([&] { loop.stop(); });
   };
@@ -212,6 +224,7 @@ int run(const app::Config& config, Service& service) {
       app::kVersion, where, server.backends().describe(), config.threads,
       config.threads == 1 ? "" : "s");
   service.ready();
+  notify("READY=1\nSTATUS=listening on " + where);
   loop.run();
   drain_deadline.disarm();
   server.shutdown();

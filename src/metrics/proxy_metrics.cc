@@ -63,6 +63,9 @@ std::string_view outcomeOf(CloseReason reason) {
     case CloseReason::NoBackendFree:
     case CloseReason::QueueTimeout:
     case CloseReason::TooManyTests:
+    case CloseReason::TooManyClientTests:
+    case CloseReason::TooManyStreams:
+    case CloseReason::BitrateExceeded:
     case CloseReason::BackendUnreachable:
     case CloseReason::ParamsRejected:
     case CloseReason::UnsupportedTest:

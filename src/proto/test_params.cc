@@ -311,7 +311,13 @@ std::variant<TestParams, ParamsFailure> parseTestParams(std::string_view json) {
   params.tos = positive("TOS");
   params.window = positive("window");
   params.mss = positive("MSS");
-  // fqrate is iperf3's only uint64 field among these: a negative valueint wraps.
+  // The server's rate field is a uint64: a negative valueint wraps. A value that is not a
+  // number counts as no limit (0), as 3.18+ read it (<= 3.17 read `true` as 1 bit/s): for a cap
+  // on the rate that is the stricter reading.
+  if (const NumberKey rate = readNumberKey(root, "bandwidth"); rate.value_int) {
+    params.bitrate_bps = static_cast<std::uint64_t>(*rate.value_int);
+  }
+  // fqrate is iperf3's other uint64 field among these: a negative valueint wraps.
   if (const NumberKey rate = readNumberKey(root, "fqrate");
       rate.value_int && *rate.value_int != 0) {
     params.fq_rate = static_cast<std::uint64_t>(*rate.value_int);

@@ -34,6 +34,9 @@ struct TestParams {
   // connection carries one byte after the cookie naming its role and index.
   bool role_byte = false;
   std::string client_version;
+  // `bandwidth` (-b): the rate each stream is paced to, in bits per second, as the server's
+  // uint64 field holds it; 0 is no limit (TCP without -b sends no key; UDP -b 0 sends 0).
+  std::uint64_t bitrate_bps = 0;
   // `get_server_output` is present: the server's results will carry its own report of the test,
   // which names addresses the proxy translates (proto/server_report.h). Presence alone decides:
   // a server that ignores the key sends no report, and then there is nothing to translate.

@@ -48,13 +48,24 @@ std::string_view stateName(State state);
 
 // iperf3 error numbers (i_errno) that the proxy itself sends in a SERVER_ERROR message, so that
 // an unmodified client prints a familiar message.
+// The codes (iperf3's i_errno, src/iperf_api.h) the proxy sends in a SERVER_ERROR, and the text a
+// client prints for each (src/iperf_error.c). A client adopts the code as its own error; one it
+// does not know it prints as a bare number, so each is sent only to clients that know it.
 namespace ierrno {
-// "test duration too long": known to every client version, unlike the 3.20+ code for a
-// server-side maximum (37), which older clients print as a bare number.
+// "test duration too long (maximum = 86400 seconds)" (3.18+: "test duration valid values are 0
+// to 86400 seconds"): every version.
 inline constexpr std::int32_t kDuration = 5;
+// "number of parallel streams too large (maximum = 128)": every version.
+inline constexpr std::int32_t kNumStreams = 6;
+// "total required bandwidth is larger than server limit": 3.9+.
+inline constexpr std::int32_t kTotalRate = 27;
+// "client's requested duration exceeds the server's maximum permitted limit": 3.20+.
+inline constexpr std::int32_t kMaxServerTestDuration = 37;
 inline constexpr std::int32_t kConnect = 103;     // "unable to connect to server"
 inline constexpr std::int32_t kRecvParams = 114;  // "unable to receive parameters from client"
 inline constexpr std::int32_t kProtocol = 131;    // "protocol does not exist"
+// "test authorization failed": every version (authentication came in 3.2).
+inline constexpr std::int32_t kAuthTest = 142;
 }  // namespace ierrno
 
 // SERVER_ERROR carries two big-endian int32: i_errno, then errno. iperf3 <= 3.18 sends only the

@@ -1,8 +1,10 @@
 #include "proxy/backends.h"
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -19,6 +21,10 @@ pool::TimePoint now() {
 // How often a down backend is checked, and how long one check may take.
 constexpr long kProbeIntervalMs = 1000;
 constexpr long kProbeDeadlineMs = 2000;
+// Starting the embedded servers, before the event loop runs: how long they may take to listen,
+// and how often to look.
+constexpr std::chrono::milliseconds kEmbeddedStartDeadline{10'000};
+constexpr std::chrono::milliseconds kEmbeddedStartPoll{5};
 
 }  // namespace
 
@@ -163,7 +169,43 @@ bool Backends::start(std::string* error, int* exit_code) {
       return false;
     }
   }
-  return true;
+  return awaitEmbeddedListening(error, exit_code);
+}
+
+bool Backends::awaitEmbeddedListening(std::string* error, int* exit_code) {
+  // Before the proxy says it is ready: a server that will not take the options after `--`
+  // (some iperf3 checks only once it sets up, e.g. CPU affinity) stops the proxy here, with
+  // iperf3's own words, instead of dying and restarting behind a proxy that looks fine.
+  const auto deadline = std::chrono::steady_clock::now() + kEmbeddedStartDeadline;
+  for (;;) {
+    bool waiting = false;
+    for (const auto& server : embedded_) {
+      switch (server->checkStartup()) {
+        case EmbeddedServer::Startup::Listening:
+          break;
+        case EmbeddedServer::Startup::Waiting:
+          waiting = true;
+          break;
+        case EmbeddedServer::Startup::Exited:
+          *exit_code = config_.iperf3_args.empty() ? 1 : 2;
+          *error = fmt::format("the embedded iperf3 server would not start{}: {}",
+                               config_.iperf3_args.empty() ? "" : " with the options after --",
+                               iperf3StartupError(server->startupOutput()));
+          return false;
+      }
+    }
+    if (!waiting) {
+      return true;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      *exit_code = 1;
+      *error = fmt::format(
+          "the embedded iperf3 servers did not listen within {} s",
+          std::chrono::duration_cast<std::chrono::seconds>(kEmbeddedStartDeadline).count());
+      return false;
+    }
+    std::this_thread::sleep_for(kEmbeddedStartPoll);
+  }
 }
 
 void Backends::reload() {

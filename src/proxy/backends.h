@@ -96,6 +96,8 @@ class Backends {
   std::string faultSummary() const;
 
  private:
+  // Waits (at startup, before the loop runs) until every embedded server listens.
+  bool awaitEmbeddedListening(std::string* error, int* exit_code);
   bool addFromFile(const std::string& text, std::string* error);
   pool::BackendId addGiven(const net::Address& address);
   // A given backend refused a connection: down until a probe connects.

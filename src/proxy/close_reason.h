@@ -22,7 +22,10 @@ enum class CloseReason {
   StreamClosedEarly,   // a data connection closed before it was paired
   IdleTimeout,         // nothing moved for too long
   DurationExceeded,    // the test asked for, or ran, longer than --max-duration
+  TooManyStreams,      // the test asked for more data streams than --max-streams
+  BitrateExceeded,     // the test asked for more than --max-bitrate, or for no limit
   TooManyTests,        // --max-tests sessions were already running
+  TooManyClientTests,  // the client's address had --max-tests-per-client tests already
   NoBackendFree,       // every backend was running a test or refused it: answered "busy"
   QueueTimeout,        // waited --queue-timeout for a free backend: answered "busy"
   LocalResources,      // the proxy could not create a socket or pipe for the test
@@ -64,8 +67,14 @@ constexpr std::string_view closeReasonName(CloseReason reason) {
       return "idle-timeout";
     case CloseReason::DurationExceeded:
       return "duration-exceeded";
+    case CloseReason::TooManyStreams:
+      return "too-many-streams";
+    case CloseReason::BitrateExceeded:
+      return "bitrate-exceeded";
     case CloseReason::TooManyTests:
       return "too-many-tests";
+    case CloseReason::TooManyClientTests:
+      return "too-many-client-tests";
     case CloseReason::NoBackendFree:
       return "no-backend-free";
     case CloseReason::QueueTimeout:

@@ -1,6 +1,8 @@
 #include "proxy/embedded_server.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -11,6 +13,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string_view>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -25,6 +30,10 @@ namespace {
 constexpr long kRestartDelayMs = 500;
 constexpr long kMaxRestartDelayMs = 10'000;
 constexpr long long kQuickDeathMs = 2'000;
+// What is kept of a server's output until it listens: its error, if it will not start.
+constexpr std::size_t kStartupOutputCap = 8192;
+// /proc/net/tcp: the state column of a listening socket (include/net/tcp_states.h).
+constexpr std::string_view kTcpListen = "0A";
 
 long long nowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -55,6 +64,46 @@ std::optional<std::string> findExecutable(const std::string& name) {
     start = end + 1;
   }
   return std::nullopt;
+}
+
+std::string iperf3StartupError(const std::string& output) {
+  std::string error;
+  std::istringstream lines(output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.starts_with("Usage:")) {
+      break;
+    }
+    if (line.find_first_not_of(" \t\r") == std::string::npos) {
+      continue;
+    }
+    error += (error.empty() ? "" : "; ") + line;
+  }
+  return error.empty() ? "(it printed nothing)" : error;
+}
+
+std::optional<bool> loopbackListening(pid_t pid, std::uint16_t port) {
+  std::ifstream table("/proc/" + std::to_string(pid) + "/net/tcp");
+  if (!table) {
+    return std::nullopt;
+  }
+  // "  sl  local_address rem_address   st ...": the address is the kernel's network-order
+  // word printed as a number (0100007F on little-endian machines), then the port in hex.
+  const std::string local = fmt::format("{:08X}:{:04X}", htonl(INADDR_LOOPBACK), port);
+  std::string line;
+  std::getline(table, line);  // the header
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot;
+    std::string local_address;
+    std::string remote_address;
+    std::string state;
+    if ((fields >> slot >> local_address >> remote_address >> state) && local_address == local &&
+        state == kTcpListen) {
+      return true;
+    }
+  }
+  return false;
 }
 
 EmbeddedServer::EmbeddedServer(ev::EventLoop& loop,
@@ -156,14 +205,18 @@ bool EmbeddedServer::spawn(std::string* error) {
 
 void EmbeddedServer::onOutput() {
   std::array<char, 4096> buffer{};
-  const ssize_t n = ::read(output_.get(), buffer.data(), buffer.size());
-  if (n <= 0) {
-    if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-      output_event_->disable();
+  ssize_t n = 0;
+  // Until the pipe is empty: a server that exited leaves all it said in it at once.
+  while ((n = ::read(output_.get(), buffer.data(), buffer.size())) > 0) {
+    if (!listened_ && startup_output_.size() < kStartupOutputCap) {
+      startup_output_.append(buffer.data(), std::min(static_cast<std::size_t>(n),
+                                                     kStartupOutputCap - startup_output_.size()));
     }
-    return;
+    partial_line_.append(buffer.data(), static_cast<std::size_t>(n));
   }
-  partial_line_.append(buffer.data(), static_cast<std::size_t>(n));
+  if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+    output_event_->disable();
+  }
   std::size_t newline = 0;
   while ((newline = partial_line_.find('\n')) != std::string::npos) {
     const std::string line = partial_line_.substr(0, newline);
@@ -172,6 +225,35 @@ void EmbeddedServer::onOutput() {
       spdlog::debug("[{} iperf3 -s] {}", name_, line);
     }
   }
+}
+
+EmbeddedServer::Startup EmbeddedServer::checkStartup() {
+  if (listened_) {
+    return Startup::Listening;
+  }
+  if (output_event_) {
+    onOutput();  // what it said so far, its error included if it is exiting
+  }
+  if (pid_ <= 0) {
+    return Startup::Exited;
+  }
+  int status = 0;
+  if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+    pid_ = -1;
+    stopping_ = true;  // the proxy does not start: no restart
+    if (output_event_) {
+      onOutput();  // its last words
+      output_event_->disable();
+    }
+    return Startup::Exited;
+  }
+  // Without a readable /proc a server that is still there after a moment counts as started.
+  const std::optional<bool> listening = loopbackListening(pid_, port_);
+  listened_ = listening ? *listening : nowMs() - started_ms_ > kQuickDeathMs;
+  if (listened_) {
+    startup_output_.clear();
+  }
+  return listened_ ? Startup::Listening : Startup::Waiting;
 }
 
 std::optional<net::Address> EmbeddedServer::address() const {

@@ -48,6 +48,15 @@ class EmbeddedServer {
   // Kills a server that looks hung; it is restarted like one that died.
   void restart();
 
+  // Right after start(): whether the server listens yet, or exited. iperf3 checks some options
+  // as it parses them and others only when it sets up (CPU affinity, keys, its listener): one
+  // that listens has taken them all. One that exited is not restarted; startupOutput() has its
+  // words.
+  enum class Startup { Waiting, Listening, Exited };
+  Startup checkStartup();
+
+  const std::string& startupOutput() const { return startup_output_; }
+
   const std::string& name() const { return name_; }
 
   // Where the server listens; empty while it is down.
@@ -72,11 +81,21 @@ class EmbeddedServer {
   long long started_ms_ = 0;
   net::UniqueFd output_;
   std::string partial_line_;
+  std::string startup_output_;  // its output until it first listens (bounded)
+  bool listened_ = false;
   std::unique_ptr<ev::IoEvent> output_event_;
   ev::Timer restart_;
 };
 
 // Finds an executable: a path with a slash is taken as is, a bare name is looked up in PATH.
 std::optional<std::string> findExecutable(const std::string& name);
+
+// Why iperf3 would not start, from its output: its own lines up to its usage text, joined
+// ("iperf3: parameter error - some option you are trying to set is client only").
+std::string iperf3StartupError(const std::string& output);
+
+// Whether /proc/PID/net/tcp (the network namespace of PID) shows a listener on 127.0.0.1:PORT.
+// nullopt when it cannot be read.
+std::optional<bool> loopbackListening(pid_t pid, std::uint16_t port);
 
 }  // namespace iperf3proxy::proxy

@@ -183,6 +183,9 @@ void Server::onAcceptable(Listener& listener) {
       // EAGAIN: drained. ECONNABORTED and the like: that connection is gone; nothing to do.
       return;
     }
+    if (!admit(fd, peer)) {
+      continue;
+    }
     if (static_cast<int>(pending_.size()) >= settings_.limits.max_pending) {
       evictOldestPending();
     }
@@ -199,6 +202,37 @@ void Server::onAcceptable(Listener& listener) {
     pending_.emplace(key, std::move(pending));
     pending_order_.push_back(key);
   }
+}
+
+bool Server::admit(net::UniqueFd& fd, const net::Address& peer) {
+  const AddressPolicy& access = settings_.policy.access;
+  if (access.empty()) {
+    return true;
+  }
+  const auto address = ipBytesOf(peer.storage);
+  const AddressPolicy::Verdict verdict =
+      address ? access.check(*address) : AddressPolicy::Verdict{false, "not an IP address"};
+  if (verdict.allowed) {
+    return true;
+  }
+  // Answered at once, before its cookie: every client prints "test authorization failed" (the
+  // unread cookie may turn the close into a reset, as iperf3's own "busy" answer does; the
+  // client has the answer by then).
+  ++stats_.refused_denied;
+  const auto message = proto::encodeServerError(proto::ierrno::kAuthTest, 0);
+  (void)::send(fd.get(), message.data(), message.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  fd.reset();
+  refused_log_.log(fmt::format("refused connection from {}: {}", peer.toString(), verdict.why));
+  return false;
+}
+
+bool Server::atClientLimit(const std::string& client_host) const {
+  const int limit = settings_.policy.max_tests_per_client;
+  if (limit <= 0) {
+    return false;
+  }
+  const auto it = tests_per_client_.find(client_host);
+  return it != tests_per_client_.end() && it->second >= limit;
 }
 
 void Server::pauseAccepting() {
@@ -283,6 +317,15 @@ void Server::startTest(const proto::Cookie& cookie,
                CloseReason::TooManyTests);
     return;
   }
+  const std::string client_host = peer.hostString();
+  if (atClientLimit(client_host)) {
+    ++stats_.refused_per_client;
+    refuseTest(std::move(fd), peer,
+               fmt::format("{} already has {} tests running or queued (--max-tests-per-client)",
+                           client_host, tests_per_client_.at(client_host)),
+               CloseReason::TooManyClientTests);
+    return;
+  }
   auto answer = backends_.request(cookie);
   if (auto* refused = std::get_if<pool::BackendPool::Refused>(&answer)) {
     refuseTest(std::move(fd), peer, refused->why,
@@ -297,7 +340,8 @@ void Server::startTest(const proto::Cookie& cookie,
   }
   Worker& worker = pickWorker();
   ++worker_load_[static_cast<std::size_t>(worker.index())];
-  tests_.emplace(cookie, Test{&worker, {}});
+  tests_.emplace(cookie, Test{&worker, client_host, {}});
+  ++tests_per_client_[client_host];
   worker.loop().post([w = &worker, cookie, fd = std::move(fd), peer, accepted,
                       lease = std::move(lease)]() mutable {
     w->startSession(cookie, std::move(fd), peer, accepted, std::move(lease));
@@ -479,6 +523,10 @@ void Server::onSessionEnded(const proto::Cookie& test,
   --worker_load_[static_cast<std::size_t>(it->second.worker->index())];
   for (const auto& key : it->second.udp_flows) {
     udp_flows_.erase(key);
+  }
+  if (auto count = tests_per_client_.find(it->second.client_host);
+      count != tests_per_client_.end() && --count->second <= 0) {
+    tests_per_client_.erase(count);
   }
   tests_.erase(it);
   recent_.add(test, RecentCookies::Clock::now());

@@ -110,6 +110,7 @@ class Server : private Front {
   // A test the front has handed to a worker, until the worker reports its end.
   struct Test {
     Worker* worker;
+    std::string client_host;             // for --max-tests-per-client
     std::vector<std::string> udp_flows;  // "addr:port" keys in udp_flows_
   };
 
@@ -117,6 +118,10 @@ class Server : private Front {
   enum class UdpDrop { NoTest, NotConnectMessage };
 
   void onAcceptable(Listener& listener);
+  // --allow/--deny: false (and the connection answered and closed) for a client not allowed.
+  bool admit(net::UniqueFd& fd, const net::Address& peer);
+  // --max-tests-per-client: the client's tests, running and waiting, are already that many.
+  bool atClientLimit(const std::string& client_host) const;
   void onUdpReadable(Listener& listener);
   void dropDatagram(UdpDrop why, const net::Address& source);
   void pauseAccepting();
@@ -177,6 +182,7 @@ class Server : private Front {
   std::deque<PendingConn*> pending_order_;  // oldest first, for eviction
   std::unordered_map<proto::Cookie, Test, proto::CookieHash> tests_;
   std::unordered_map<std::string, proto::Cookie> udp_flows_;  // flows handed to a test
+  std::unordered_map<std::string, int> tests_per_client_;     // by Test::client_host
   pool::UdpSetupTurns udp_turns_;
   RecentCookies recent_;
   // Workers: one on this loop, or one thread each. Declared after what their reports touch.

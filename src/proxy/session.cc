@@ -206,7 +206,7 @@ void Session::onParams(const proto::ParamsReceived& received) {
   spdlog::debug("{} params: {} {} streams/direction={} role_byte={} client_version={}", prefix(),
                 proto::transportName(params_->transport), proto::testModeName(params_->mode),
                 params_->streams_per_direction, params_->role_byte, params_->client_version);
-  if (const auto refusal = checkTestPolicy(*params_, settings_.limits)) {
+  if (const auto refusal = checkTestPolicy(*params_, settings_.limits, settings_.policy)) {
     sendToClientNow(proto::encodeServerError(refusal->i_errno, 0));
     close(refusal->reason, refusal->detail);
     return;

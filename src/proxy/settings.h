@@ -1,6 +1,9 @@
 #pragma once
 
+#include <cstdint>
+
 #include "proto/control_codec.h"
+#include "proxy/address_policy.h"
 
 namespace iperf3proxy::proxy {
 
@@ -38,9 +41,20 @@ struct DataPath {
   int pipe_size = 1 << 20;
 };
 
+// The edge policy: what a client may ask of the servers behind the proxy, for servers that cannot
+// protect themselves (iperf3 has a bitrate limit only from 3.9, a duration limit from 3.20, and
+// neither a stream limit nor an address filter). Each refusal happens before the test starts.
+struct EdgePolicy {
+  int max_streams = 0;                // data streams of one test (-P; twice -P with --bidir)
+  std::uint64_t max_bitrate_bps = 0;  // -b x streams, as iperf3's --server-bitrate-limit sums it
+  int max_tests_per_client = 0;       // running and waiting tests of one client address
+  AddressPolicy access;               // --allow, --deny
+};
+
 struct ProxySettings {
   Timeouts timeouts;
   Limits limits;
+  EdgePolicy policy;  // every limit 0: off
   proto::CodecLimits codec;
   DataPath data_path;
 };

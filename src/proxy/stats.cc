@@ -12,12 +12,12 @@ std::string ProxyStats::toString() const {
     }
   }
   return fmt::format(
-      "tests ended:{} | tests queued={} refused-busy={} | connections refused: garbage={} "
-      "no-cookie-in-time={} closed-early={} evicted={} stale={} | udp dropped: no-test={} "
-      "not-connect={}",
-      tests.empty() ? " none" : tests, queued_tests, refused_tests, refused_garbage,
-      refused_timeout, refused_closed, evicted_pending, stale_streams, udp_no_test,
-      udp_not_connect);
+      "tests ended:{} | tests queued={} refused-busy={} (per-client={}) | connections refused: "
+      "denied={} garbage={} no-cookie-in-time={} closed-early={} evicted={} stale={} | udp "
+      "dropped: no-test={} not-connect={}",
+      tests.empty() ? " none" : tests, queued_tests, refused_tests, refused_per_client,
+      refused_denied, refused_garbage, refused_timeout, refused_closed, evicted_pending,
+      stale_streams, udp_no_test, udp_not_connect);
 }
 
 }  // namespace iperf3proxy::proxy

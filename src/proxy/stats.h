@@ -23,6 +23,10 @@ struct ProxyStats {
   std::uint64_t udp_not_connect = 0;  // a new flow not opened by a connect message
   std::array<std::uint64_t, kCloseReasonCount> tests_ended{};
 
+  // The edge policy at the front (the per-test rules count as tests ended, by their reason).
+  std::uint64_t refused_per_client = 0;  // tests answered "busy" by --max-tests-per-client
+  std::uint64_t refused_denied = 0;      // connections refused by --allow/--deny
+
   std::string toString() const;
 };
 

@@ -79,7 +79,9 @@ TEST_F(ProxyMetricsTest, OutcomesGroupTheReasons) {
   EXPECT_EQ(outcomeOf(CloseReason::Completed), "completed");
   for (auto reason :
        {CloseReason::ServerBusy, CloseReason::NoBackendFree, CloseReason::QueueTimeout,
-        CloseReason::TooManyTests, CloseReason::BackendUnreachable, CloseReason::ParamsRejected}) {
+        CloseReason::TooManyTests, CloseReason::TooManyClientTests, CloseReason::TooManyStreams,
+        CloseReason::BitrateExceeded, CloseReason::BackendUnreachable,
+        CloseReason::ParamsRejected}) {
     EXPECT_EQ(outcomeOf(reason), "refused") << proxy::closeReasonName(reason);
   }
   for (auto reason :

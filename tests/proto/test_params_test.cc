@@ -491,5 +491,18 @@ TEST(TestParamsTest, SocketOptionsAbsentOrOutOfRangeAreNotApplied) {
   EXPECT_FALSE(params.nodelay);
 }
 
+TEST(TestParamsTest, BitrateIsReadAsTheServersUint64) {
+  // -u (the client always sends its 1 Mbit/s default), -b 100M, a TCP test without -b.
+  EXPECT_EQ(parseOk(R"({"udp":true,"bandwidth":1048576})").bitrate_bps, 1048576U);
+  EXPECT_EQ(parseOk(R"({"tcp":true,"bandwidth":100000000})").bitrate_bps, 100000000U);
+  EXPECT_EQ(parseOk(R"({"tcp":true,"parallel":2})").bitrate_bps, 0U);
+  EXPECT_EQ(parseOk(R"({"udp":true,"bandwidth":0})").bitrate_bps, 0U);
+  // A negative valueint wraps, as in the server's field; a fraction truncates.
+  EXPECT_EQ(parseOk(R"({"bandwidth":-1})").bitrate_bps, std::numeric_limits<std::uint64_t>::max());
+  EXPECT_EQ(parseOk(R"({"bandwidth":1000.9})").bitrate_bps, 1000U);
+  // Not a number: no limit, as 3.18+ read it.
+  EXPECT_EQ(parseOk(R"({"bandwidth":"100M"})").bitrate_bps, 0U);
+}
+
 }  // namespace
 }  // namespace iperf3proxy::proto
