@@ -9,12 +9,12 @@
 
 #include "net/socket_ops.h"
 #include "proto/wire.h"
+#include "proxy/settings.h"
 
 namespace iperf3proxy::proxy {
 namespace {
 
-// Between attempts while the server re-listens (it takes milliseconds).
-constexpr long kRelistenRetryMs = 20;
+using fixed::kRelistenRetryMs;
 // Read at most this much of the first answer: one state byte, or a SERVER_ERROR (9 bytes).
 constexpr std::size_t kAnswerChunk = 64;
 

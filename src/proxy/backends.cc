@@ -10,6 +10,7 @@
 
 #include "net/address.h"
 #include "pool/backends_file.h"
+#include "proxy/settings.h"
 
 namespace iperf3proxy::proxy {
 namespace {
@@ -18,12 +19,11 @@ pool::TimePoint now() {
   return pool::Clock::now();
 }
 
-// How often a down backend is checked, and how long one check may take.
-constexpr long kProbeIntervalMs = 1000;
-constexpr long kProbeDeadlineMs = 2000;
+using fixed::kProbeDeadlineMs;
+using fixed::kProbeIntervalMs;
 // Starting the embedded servers, before the event loop runs: how long they may take to listen,
 // and how often to look.
-constexpr std::chrono::milliseconds kEmbeddedStartDeadline{10'000};
+constexpr std::chrono::milliseconds kEmbeddedStartDeadline{fixed::kEmbeddedStartDeadlineMs};
 constexpr std::chrono::milliseconds kEmbeddedStartPoll{5};
 
 }  // namespace

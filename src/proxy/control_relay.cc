@@ -8,14 +8,13 @@
 
 #include "net/socket_ops.h"
 #include "proto/wire.h"
+#include "proxy/settings.h"
 
 namespace iperf3proxy::proxy {
 namespace {
 
 constexpr std::size_t kReadChunk = 64 * 1024;
-// Above this many queued bytes the relay stops reading the source until the destination drains
-// (results JSON with --get-server-output can be large; nothing else on control is).
-constexpr std::size_t kHighWatermark = 1 << 20;
+constexpr std::size_t kHighWatermark = fixed::kControlHighWatermarkBytes;
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 #include "ev/io_event.h"
 #include "net/unique_fd.h"
 #include "proto/control_codec.h"
+#include "proxy/settings.h"
 
 namespace iperf3proxy::proxy {
 
@@ -59,7 +60,7 @@ class ControlRelay {
   // a client add nothing but IPERF_DONE and CLIENT_TERMINATE to its TEST_END by then, so a held
   // queue above kMaxHeldBytes is a client the codec did not stop: the relay stops and calls
   // `overflow` (the session ends the test) instead of growing.
-  static constexpr std::size_t kMaxHeldBytes = 64 * 1024;
+  static constexpr std::size_t kMaxHeldBytes = fixed::kControlHeldBytes;
   using HeldOverflow = std::function<void(std::size_t held)>;
   void holdClientToServer(HeldOverflow overflow);
   void releaseClientToServer();

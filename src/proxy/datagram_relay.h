@@ -9,6 +9,7 @@
 #include "ev/io_event.h"
 #include "net/address.h"
 #include "net/datagram_batch.h"
+#include "proxy/settings.h"
 
 namespace iperf3proxy::proxy {
 
@@ -21,7 +22,7 @@ namespace iperf3proxy::proxy {
 class DatagramRelay {
  public:
   // Longest pause for a full destination before what is held is dropped.
-  static constexpr long kPauseMs = 100;
+  static constexpr long kPauseMs = fixed::kUdpFullPauseMs;
 
   // `only_from`: if given, datagrams from any other source are dropped (a socket bound before it
   // was connected may hold a stray one). `pause_ms`: the longest pause (tests change it).

@@ -21,15 +21,16 @@
 #include <spdlog/spdlog.h>
 
 #include "net/socket_ops.h"
+#include "proxy/settings.h"
 
 extern char** environ;
 
 namespace iperf3proxy::proxy {
 namespace {
 
-constexpr long kRestartDelayMs = 500;
-constexpr long kMaxRestartDelayMs = 10'000;
-constexpr long long kQuickDeathMs = 2'000;
+constexpr long kRestartDelayMs = fixed::kEmbeddedRestartDelayMs;
+constexpr long kMaxRestartDelayMs = fixed::kEmbeddedMaxRestartDelayMs;
+constexpr long long kQuickDeathMs = fixed::kEmbeddedQuickDeathMs;
 // What is kept of a server's output until it listens: its error, if it will not start.
 constexpr std::size_t kStartupOutputCap = 8192;
 // /proc/net/tcp: the state column of a listening socket (include/net/tcp_states.h).

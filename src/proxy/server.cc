@@ -11,18 +11,17 @@
 #include "net/socket_ops.h"
 #include "proto/udp_handshake.h"
 #include "proto/wire.h"
+#include "proxy/settings.h"
 
 namespace iperf3proxy::proxy {
 namespace {
 
 // Connections accepted per wake-up before other events get a turn.
 constexpr int kAcceptBatch = 32;
-// After EMFILE/ENFILE the listener rests this long, then tries again.
-constexpr long kAcceptPauseMs = 200;
+using fixed::kAcceptPauseMs;
 // Datagram receive batches per wake-up on the shared UDP port.
 constexpr int kUdpBatchesPerWakeup = 4;
-// How often the counters are logged (only when they changed).
-constexpr long kStatsIntervalMs = 60'000;
+using fixed::kStatsIntervalMs;
 
 // What the iperf3 server writes on a connection it refuses: ACCESS_DENIED.
 constexpr std::uint8_t kAccessDeniedByte = 0xff;

@@ -15,10 +15,6 @@ namespace iperf3proxy::proxy {
 namespace {
 
 constexpr long kIdleTickMs = 1000;
-// Upper bound on holding the client's TEST_END while its test data reaches the server.
-constexpr long kDrainDeadlineMs = 2000;
-// Beyond --max-duration (plus omit), how long a test may run before it is stopped.
-constexpr long kDurationGraceMs = 10'000;
 
 // What the iperf3 server writes on a connection it refuses: ACCESS_DENIED.
 constexpr std::uint8_t kAccessDeniedByte = 0xff;
@@ -57,7 +53,8 @@ Session::Session(ev::EventLoop& loop,
       idle_tick_(loop, [this] { onIdleTick(); }),
       test_deadline_(loop, [this] {
         close(CloseReason::DurationExceeded,
-              fmt::format("still running {} s after --max-duration", kDurationGraceMs / 1000));
+              fmt::format("still running {} s after --max-duration",
+                          settings_.timeouts.duration_grace_ms / 1000));
       }) {}
 
 Session::~Session() = default;
@@ -239,7 +236,7 @@ void Session::onState(const proto::StateReceived& received) {
           const std::int64_t omit = std::max<std::int64_t>(0, params_->omit_s);
           test_deadline_.armMs(
               (settings_.limits.max_duration_s + std::min<std::int64_t>(omit, 86'400)) * 1000 +
-              kDurationGraceMs);
+              settings_.timeouts.duration_grace_ms);
         }
         if (tcp_ && !tcp_->allPaired()) {
           role_deadline_.armMs(settings_.timeouts.role_settle_ms);
@@ -281,7 +278,7 @@ void Session::onTestEnd() {
           fmt::format("client sent {} bytes while its TEST_END was held (cap {})", held,
                       ControlRelay::kMaxHeldBytes));
   });
-  tcp_->drainUploads(kDrainDeadlineMs, [this] {
+  tcp_->drainUploads(settings_.timeouts.upload_drain_ms, [this] {
     if (control_ && !closed_) {
       control_->releaseClientToServer();
     }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "proto/control_codec.h"
@@ -21,6 +22,11 @@ struct Timeouts {
   long relisten_grace_ms = 1'000;
   // How long a data connection that arrives after its test ended is recognised as such.
   long recent_cookie_ms = 60'000;
+  // Longest hold of the client's TEST_END while its test data reaches the server (the upload
+  // drain, docs/PROTOCOL.md §5.1); when it runs out TEST_END goes on regardless.
+  long upload_drain_ms = 2'000;
+  // Beyond --max-duration (plus omit), how long a test may run before the proxy stops it.
+  long duration_grace_ms = 10'000;
 };
 
 // Resource limits; what a client sees when one is hit is in README.md ("Limits and failure
@@ -50,6 +56,44 @@ struct EdgePolicy {
   int max_tests_per_client = 0;       // running and waiting tests of one client address
   AddressPolicy access;               // --allow, --deny
 };
+
+// Deadlines and limits that are not options: each set by what iperf3 does or by what the proxy
+// needs, with the reason beside it. Kept here so that every wait and cap of the proxy is in one
+// file (the options are the structs above).
+namespace fixed {
+
+// Control connection: above this many queued bytes a relay stops reading its source until the
+// destination drains (results JSON with --get-server-output can be large; nothing else is).
+inline constexpr std::size_t kControlHighWatermarkBytes = 1 << 20;
+// Control connection: what the client may have sent after TEST_END while it is held (the codec
+// allows only IPERF_DONE and CLIENT_TERMINATE there, so more is a client the codec missed).
+inline constexpr std::size_t kControlHeldBytes = 64 * 1024;
+// TCP data: after an error on one side, how long the other direction may take to deliver what
+// it holds (a direct connection would deliver it too).
+inline constexpr long kFlushAfterErrorMs = 2'000;
+// UDP data: longest pause for a full destination before what is held is dropped.
+inline constexpr long kUdpFullPauseMs = 100;
+
+// Backends: between connect attempts while a server re-listens after a test (milliseconds).
+inline constexpr long kRelistenRetryMs = 20;
+// Backends: how often a down backend is checked, and how long one check may take.
+inline constexpr long kProbeIntervalMs = 1'000;
+inline constexpr long kProbeDeadlineMs = 2'000;
+// Embedded servers: how long each may take to listen at start (the proxy exits if one does not).
+inline constexpr long kEmbeddedStartDeadlineMs = 10'000;
+// Embedded servers: restart delay after a death, doubled after each quick death (one within
+// kEmbeddedQuickDeathMs of its start) up to the maximum, so a server that cannot start does not
+// spin.
+inline constexpr long kEmbeddedRestartDelayMs = 500;
+inline constexpr long kEmbeddedMaxRestartDelayMs = 10'000;
+inline constexpr long kEmbeddedQuickDeathMs = 2'000;
+
+// Front: after EMFILE/ENFILE the listener rests this long, then accepts again.
+inline constexpr long kAcceptPauseMs = 200;
+// Front: how often the counters line is logged (only when something changed).
+inline constexpr long kStatsIntervalMs = 60'000;
+
+}  // namespace fixed
 
 struct ProxySettings {
   Timeouts timeouts;

@@ -8,6 +8,7 @@
 #include "ev/io_event.h"
 #include "net/unique_fd.h"
 #include "proxy/pipe_pool.h"
+#include "proxy/settings.h"
 
 namespace iperf3proxy::proxy {
 
@@ -39,7 +40,7 @@ class SplicePump {
   // Pipe capacity when no pool is given (component tests).
   static constexpr int kDefaultPipeSize = 262144;
   // After an error on one side, how long the other direction may take to deliver what it holds.
-  static constexpr long kFlushAfterErrorMs = 2'000;
+  static constexpr long kFlushAfterErrorMs = fixed::kFlushAfterErrorMs;
 
   // `pipes`: where the pipes come from and go back to; null: pipes of kDefaultPipeSize of its own.
   SplicePump(ev::EventLoop& loop,
