@@ -273,7 +273,7 @@ def run_figures(segments: list[Segment], cookie: bytes, client_json: dict, targe
     server_control = server_legs[0]
     client_up = [c for c in client_legs[1:] if sends.get(c.opener[1]) is True]
     client_dn = [c for c in client_legs[1:] if sends.get(c.opener[1]) is False]
-    # The server gives its first N accepted data connections the receiving role (protocol
+    # The server gives its first N accepted data connections the receiving role (docs/PROTOCOL.md
     # §3.5); a direct client's connections are the server's too, in whatever order it
     # accepted them, so there the client's own roles are used.
     if target_port == server_port:

@@ -137,7 +137,7 @@ std::string render(const CodecFailure& failure) {
 
 // The protocol's order, written out again on purpose: an oracle that called the codec's own
 // table (proto::ControlOrder) would agree with any mistake in it. Here every message is a rule
-// over how often each message was sent so far (protocol §1.3-§1.7 and §5.1, iperf3 3.7 to
+// over how often each message was sent so far (docs/PROTOCOL.md §1.3-§1.7 and §5.1, iperf3 3.7 to
 // master).
 class OrderModel {
  public:

@@ -37,7 +37,7 @@ CLIENT_TIMEOUT_S = 20.0
 IO_TIMEOUT_S = 5.0
 PROMPT_S = 2.0
 
-# iperf3 state bytes (protocol doc §1.3).
+# iperf3 state bytes (docs/PROTOCOL.md §1.3).
 TEST_START = 0x01
 TEST_RUNNING = 0x02
 TEST_END = 0x04
@@ -54,7 +54,7 @@ IERECVPARAMS = 114
 BASE_PARAMS = {"tcp": True, "omit": 0, "time": 1, "num": 0, "blockcount": 0, "parallel": 1,
                "len": 131072, "pacing_timer": 1000, "client_version": "3.12"}
 
-# ≤3.13 print the -1 of a receiving stream's retransmits as 2**64-1 (protocol doc §1.5).
+# ≤3.13 print the -1 of a receiving stream's retransmits as 2**64-1 (docs/PROTOCOL.md §1.5).
 RECEIVING_RETRANSMITS = (-1, 2**64 - 1)
 
 SEED = int(os.environ.get("IPERF3_PROXY_TEST_SEED", time.time_ns() % 2**32))
@@ -247,7 +247,7 @@ class FakeClient:
 
 
 def client_results(stream_bytes: dict[int, int]) -> dict:
-    """A client results JSON as 3.12 sends it (protocol doc §5.2)."""
+    """A client results JSON as 3.12 sends it (docs/PROTOCOL.md §5.2)."""
     return {"cpu_util_total": 1.0, "cpu_util_user": 0.5, "cpu_util_system": 0.5,
             "sender_has_retransmits": 1,
             "streams": [{"id": sid, "bytes": n, "retransmits": 0, "jitter": 0, "errors": 0,
@@ -362,7 +362,7 @@ def assert_real_test_passes(proxy: harness.Proxy, result: harness.ClientResult,
 
 def backend_listens(backend: harness.IperfServer) -> int:
     """How often iperf3 -s has (re)opened its listener: once at start, then after every test
-    it ended (protocol doc §1.6), however the test ended."""
+    it ended (docs/PROTOCOL.md §1.6), however the test ended."""
     return len(re.findall(r"^Server listening on \d+", backend.log_text(), re.MULTILINE))
 
 

@@ -423,7 +423,7 @@ class StreamBytes:
 
     client_sends: the client writes on this stream (`sender` flag of the entry).
     sender_bytes / receiver_bytes: bytes counted by the sending / receiving end. One of the
-    two numbers comes from the server's results, matched by stream id (protocol doc §3.7).
+    two numbers comes from the server's results, matched by stream id (docs/PROTOCOL.md §3.7).
     local_port: the client's source port of the connection (joined via `socket`), if known.
     """
     index: int
@@ -559,7 +559,7 @@ def client_failures(result: ClientResult) -> list[str]:
 def race_symptoms(result: ClientResult) -> list[str]:
     """Reasons why a test run shows the #2029 deadlock (or any failure); [] for a clean run.
 
-    The deadlock shows in one of these ways (protocol doc §7.3): the client hangs, iperf3
+    The deadlock shows in one of these ways (docs/PROTOCOL.md §7.3): the client hangs, iperf3
     reports an error (typically "idle timeout for receiving data" or a closed control
     socket), or the test "succeeds" with a receiving side that counted 0 bytes.
     """
@@ -581,7 +581,8 @@ def bidir_problems(result: ClientResult, parallel: int, min_ratio: float = 0.5) 
 
     Per-stream sender/receiver pairs are not compared with each other: if streams of the
     same direction reach the server in a different order, iperf3 pairs their result entries
-    by id and swaps the numbers within that direction while the sums stay right (§3.7, §7.1).
+    by id and swaps the numbers within that direction while the sums stay right
+    (docs/PROTOCOL.md §3.7, §7.1).
     """
     problems = [f"race symptom: {s}" for s in race_symptoms(result)]
     streams = result.streams()

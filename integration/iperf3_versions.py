@@ -9,7 +9,7 @@ archives and the cache are). `locate()` runs the script (a cached build is reuse
 returns one Peer per version; it raises Unavailable when the archives cannot be found, and the
 caller (conftest.iperf3_peers) skips with that reason (fails with IPERF3_VERSIONS_REQUIRED=true).
 
-Version facts the tests rely on (protocol reference §6, each build's --help and source, and
+Version facts the tests rely on (docs/PROTOCOL.md §6, each build's --help and source, and
 what the direct runs of test_versions.py show):
   --rcv-timeout        3.10+
   --bidir              3.7+ (all of these)

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Race testbed: makes chosen TCP connections to one port complete their handshake late.
 
-This reproduces the iperf3 --bidir role race (upstream esnet/iperf#2029, protocol doc §7)
+This reproduces the iperf3 --bidir role race (upstream esnet/iperf#2029, docs/PROTOCOL.md §7)
 deterministically. The iperf3 client opens its data connections strictly one after another,
 but the server assigns roles in *accept* order. If the handshake of an early connection is
 completed at the listener only later, the connections opened after it are accepted first
@@ -26,7 +26,7 @@ The table is of the `inet` family, so the same rules see IPv4 and IPv6 (the name
 loopback has 127.0.0.1 and ::1); a separate counter of the IPv6 SYNs lets a test prove which
 family the connections it judged actually used. Only TCP is matched: in a UDP test
 (`iperf3 -u`) the only TCP connection to the port is the control connection, index 0, and
-UDP stream setup is lock-step (protocol doc §4.3, §7.5), so it has no accept-order race.
+UDP stream setup is lock-step (docs/PROTOCOL.md §4.3, §7.5), so it has no accept-order race.
 
 Usage as a library (see test_race.py):
 
@@ -69,7 +69,7 @@ NFT_TABLE = "i3p_race"
 # Arbitrary conntrack mark for "this connection must complete late"; the namespace is
 # private, so nothing else uses marks there.
 LATE_MARK = 0x5ACE
-COOKIE_SIZE = 37  # iperf3 COOKIE_SIZE: 36 characters plus NUL (protocol doc §1.2)
+COOKIE_SIZE = 37  # iperf3 COOKIE_SIZE: 36 characters plus NUL (docs/PROTOCOL.md §1.2)
 _NS_PREFIX = "i3p-race-"
 _ns_seq = itertools.count()
 

@@ -238,7 +238,7 @@ def test_stranger_cookie_during_live_test_gets_busy(proxy):
 
 def test_extra_data_connection_refused_test_goes_on(proxy, backend):
     """One data connection more than the params declared gets 0xFF, as from iperf3 itself
-    (protocol doc §3.6); the test it tried to join runs to a normal end.
+    (docs/PROTOCOL.md §3.6); the test it tried to join runs to a normal end.
 
     --bidir -P 1 declares 2 connections. The fake client sends nothing on them until the extra
     one was refused, so the proxy is still waiting for role evidence (creating streams) when the

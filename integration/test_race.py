@@ -37,7 +37,7 @@ and that all of them used the intended IP version.
            never out of order (roles_repaired=0), and the proxy must have waited for every
            late connection (its dials, and so its test, take the delay).
   UDP      `-u --bidir` with the control connection late (index 0: in a UDP test it is the
-           only TCP connection; UDP stream setup is lock-step, protocol doc §4.3/§7.5, so
+           only TCP connection; UDP stream setup is lock-step, docs/PROTOCOL.md §4.3/§7.5, so
            there is nothing to reorder). Direct and proxied must both pass with datagrams on
            every stream: UDP has no #2029 race, and a late control connection must not
            disturb the proxy's control path or its UDP flows.
@@ -113,7 +113,8 @@ SERVER_HOP_CASES = [
     pytest.param(4, {2, 4, 5, 8}, id="P4-late2+4+5+8"),
 ]
 
-# Errors a 3.12 client reports when the swapped roles stall a receiving stream (§7.3).
+# Errors a 3.12 client reports when the swapped roles stall a receiving stream
+# (docs/PROTOCOL.md §7.3).
 DEADLOCK_ERRORS = ("idle timeout for receiving data", "control socket has closed unexpectedly")
 
 
@@ -263,7 +264,8 @@ def test_ipv6_proxied_late_connection_keeps_roles(tmp_path, proxy_bin, parallel,
 
 @pytest.mark.parametrize("parallel,family", UDP_CASES)
 def test_udp_direct_late_control_is_clean(tmp_path, parallel, family):
-    """No #2029 race for UDP even directly: stream setup is lock-step (§4.3, §7.5)."""
+    """No #2029 race for UDP even directly: stream setup is lock-step
+    (docs/PROTOCOL.md §4.3, §7.5)."""
     _assert_clean(_run(tmp_path, parallel, {0}, family=family, udp=True), parallel, udp=True)
 
 

@@ -8,14 +8,15 @@ Run (no root needed; about 10 s):
 A scripted `--bidir -P 2` client (fake_client.FakeClient) runs a whole test through the proxy
 against Debian's iperf3 3.12, opening its four data connections in a hostile order: its two
 receivers first, then its two senders in reverse. Through a plain relay that order deadlocks the
-test (protocol doc §7): the server gives the first two connections it accepts the receiving role.
+test (docs/PROTOCOL.md §7): the server gives the first two connections it accepts the
+receiving role.
 
 What proves what:
   * The fake sends a different, known number of bytes on each of its senders, and reads until
     the server has read everything before it ends the test. The server's results JSON, per stream
     id, must then show exactly those numbers on its receiving streams 1 and 3: one byte more would
     be a forwarded role byte, a swapped pair of numbers a pairing that did not follow the index
-    (client id 1 is the sender with index 0, id 3 the one with index 1; §3.7).
+    (client id 1 is the sender with index 0, id 3 the one with index 1; docs/PROTOCOL.md §3.7).
   * The server sends iperf3's repeating payload (`repeating_payload`), and the fake reads its
     receiving connections to EOF: every byte must be that payload from its first byte on, and
     the count must equal what the server says it sent on streams 4 and 5.
@@ -52,13 +53,14 @@ BLOCK_SIZE = 131072
 PARAMS = {"parallel": PARALLEL, "bidirectional": True, "len": BLOCK_SIZE,
           # Longer than the test: the client ends it, the server's own timer must not.
           "time": 10,
-          # The server's payload is then a known pattern (protocol doc §3.8).
+          # The server's payload is then a known pattern (docs/PROTOCOL.md §3.8).
           "repeating_payload": 1,
           # Per stream; keeps the server's two senders from burning the CPU the proxy needs.
           "bandwidth": 200_000_000}
 # Bytes the fake sends on its sender with index 0 and 1: different, so a swap shows.
 UPLOAD_BYTES = (1 << 20, 3 << 19)
-# iperf3's stream ids (§3.7): the client's senders by index, then its receivers by index.
+# iperf3's stream ids (docs/PROTOCOL.md §3.7): the client's senders by index, then its
+# receivers by index.
 SENDER_IDS = (1, 3)
 RECEIVER_IDS = (4, 5)
 # Receivers first, then the senders in reverse: (client sends, index) in connection order.
@@ -246,7 +248,7 @@ def run_hostile_bidir(proxy: harness.Proxy, backend: harness.IperfServer,
         for future in sent:
             future.result(timeout=IO_TIMEOUT_S)
         time.sleep(max(0.0, RUN_S - (time.monotonic() - started)))
-        # The server drops what it has not read when the test ends (protocol doc §5.1).
+        # The server drops what it has not read when the test ends (docs/PROTOCOL.md §5.1).
         wait_upload_drained(proxy, backend)
         if not role_byte:
             m = wait_log(proxy, paired_line(fake.sid), PROMPT_S)

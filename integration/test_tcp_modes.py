@@ -6,8 +6,8 @@
 For each mode: the client exits cleanly with no iperf3 error; every receiving stream moved data
 (not only the sum); per stream, what the receiver counted is consistent with what its own sender
 sent, which holds only if the proxy kept stream ids lined up (the server numbers streams in its
-accept order, the client in creation order, protocol §3.7); and the proxy logged one summary line
-with reason=completed whose byte counts lie between iperf3's receiver and sender totals.
+accept order, the client in creation order, docs/PROTOCOL.md §3.7); and the proxy logged one
+summary line with reason=completed whose byte counts lie between iperf3's receiver and sender totals.
 
 Client-to-server streams must count exactly the same bytes on both ends, as on a direct path: the
 proxy holds the client's TEST_END until the data sent before it has reached the server.

@@ -4,7 +4,7 @@
     /usr/bin/python3 -m pytest integration/test_udp_modes.py
 
 iperf3 sends UDP test data to the control port's number, one flow per stream, identified by
-source address only (protocol §4). For each mode: clean exit, no iperf3 error, every stream
+source address only (docs/PROTOCOL.md §4). For each mode: clean exit, no iperf3 error, every stream
 checked on its own (harness.udp_stream_problems): its sender sent datagrams and its receiving
 end got them, little loss at modest rates on loopback, no reordering; and one summary line with
 reason=completed. Modes with several client-to-server streams ask for the server's output, the

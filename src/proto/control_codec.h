@@ -31,7 +31,7 @@ struct ParamsReceived {
   std::size_t json_size;
 };
 
-// The params JSON was framed correctly but its content cannot be routed (protocol §2.1).
+// The params JSON was framed correctly but its content cannot be routed (docs/PROTOCOL.md §2.1).
 struct ParamsRejected {
   ParamsFailure failure;
 };

@@ -4,7 +4,7 @@ namespace iperf3proxy::proto {
 namespace {
 
 // 3.21+ report an error from their cleanup whenever iperf3's global error number is set, which
-// can follow a SERVER_ERROR the parameter exchange already sent (protocol §1.7).
+// can follow a SERVER_ERROR the parameter exchange already sent (docs/PROTOCOL.md §1.7).
 constexpr int kMaxServerErrors = 2;
 
 }  // namespace

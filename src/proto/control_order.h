@@ -21,7 +21,7 @@ enum class JsonKind : std::uint8_t { Params, Results };
 // what both sides have sent so far. Pure bookkeeping, no bytes: ControlCodec frames the bytes
 // and asks this class before it accepts a message.
 //
-// The rules are what iperf3 3.7 to master actually send (protocol §1.3-§1.7, §5.1; iperf3's
+// The rules are what iperf3 3.7 to master actually send (docs/PROTOCOL.md §1.3-§1.7, §5.1; iperf3's
 // iperf_client_api.c, iperf_server_api.c, iperf_api.c):
 //   client: cookie, params (after PARAM_EXCHANGE), TEST_END (once, after TEST_RUNNING), results
 //     (after EXCHANGE_RESULTS), IPERF_DONE. IPERF_DONE is also every client's abort and may come

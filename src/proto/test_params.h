@@ -17,10 +17,10 @@ std::string_view transportName(Transport transport);
 std::string_view testModeName(TestMode mode);
 
 // The shape of one test, read from the client's parameters JSON by the same rules the iperf3
-// server applies (protocol §2.1): keys are case-insensitive and the first match wins, unknown keys
-// are ignored, and the flags `tcp`, `udp`, `sctp`, `reverse` and `bidirectional` count by their
-// presence, whatever their value. Numbers are read as iperf3 reads them (cJSON's valueint, then
-// the server's `int` field: "time":4294967297 is 1), so the proxy and the server see the same
+// server applies (docs/PROTOCOL.md §2.1): keys are case-insensitive and the first match wins,
+// unknown keys are ignored, and the flags `tcp`, `udp`, `sctp`, `reverse` and `bidirectional` count
+// by their presence, whatever their value. Numbers are read as iperf3 reads them (cJSON's valueint,
+// then the server's `int` field: "time":4294967297 is 1), so the proxy and the server see the same
 // test.
 struct TestParams {
   Transport transport = Transport::Tcp;
@@ -43,8 +43,8 @@ struct TestParams {
   bool get_server_output = false;
 
   // Socket options the client asked for. They apply to the hop they are set on only, so the
-  // proxy applies them to its own data sockets too (protocol §5.5): without that, -C, -S, -w, -N,
-  // -M and --fq-rate would silently change meaning behind a proxy.
+  // proxy applies them to its own data sockets too (docs/PROTOCOL.md §5.5): without that, -C, -S,
+  // -w, -N, -M and --fq-rate would silently change meaning behind a proxy.
   std::optional<std::string> congestion;  // `congestion` (-C)
   std::optional<int> tos;                 // `TOS` (-S, --dscp)
   std::optional<int> window;              // `window` (-w): SO_SNDBUF and SO_RCVBUF

@@ -6,8 +6,8 @@
 
 namespace iperf3proxy::proto {
 
-// The first datagram of every iperf3 UDP stream and the server's answer (protocol §4.2). The
-// server never looks at the content, but every real client sends one of these, so anything else
+// The first datagram of every iperf3 UDP stream and the server's answer (docs/PROTOCOL.md §4.2).
+// The server never looks at the content, but every real client sends one of these, so anything else
 // opening a flow is junk and must not reach the server, where it would become a stream.
 enum class UdpHandshake {
   ConnectCurrent,  // "9876" (3.12+)

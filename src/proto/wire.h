@@ -1,7 +1,7 @@
 #pragma once
 
 // iperf3 wire constants, in one place. Values are checked against iperf3 3.7..master
-// (see docs/PROTOCOL.md and ../shared/iperf3-protocol.md §1.3).
+// (see docs/PROTOCOL.md §1.3).
 
 #include <cstddef>
 #include <cstdint>

@@ -411,7 +411,7 @@ void Server::onUdpReadable(Listener& listener) {
           continue;
         }
         // A new flow must open with the connect message every iperf3 client sends; anything
-        // else would become a bogus stream at the server (PROTOCOL.md §4.2).
+        // else would become a bogus stream at the server (docs/PROTOCOL.md §4.2).
         if (!proto::isUdpConnect(proto::classifyUdpHandshake(datagram))) {
           dropDatagram(UdpDrop::NotConnectMessage, source);
           continue;

@@ -294,7 +294,7 @@ void Session::beginStreamCreation() {
   stream_setup_deadline_.armMs(settings_.timeouts.stream_setup_ms);
   if (params_->transport == proto::Transport::Udp) {
     // UDP needs no role work: stream setup is lock-step, so the server accepts the flows in the
-    // client's creation order as long as the proxy forwards them as they come (PROTOCOL.md
+    // client's creation order as long as the proxy forwards them as they come (docs/PROTOCOL.md
     // §7.5). But a flow carries no cookie: it is known only by its source address, so the
     // client may start only when no other test from its address is setting up UDP streams.
     udp_ = std::make_unique<UdpStreams>(loop_, host_.udpBatch(), lease_->address,

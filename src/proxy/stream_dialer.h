@@ -19,7 +19,8 @@ namespace iperf3proxy::proxy {
 // Why: the iperf3 server gives roles in accept order. Acknowledged data implies an established
 // connection, which is already in the server's FIFO accept queue (iperf3 uses neither
 // SO_REUSEPORT nor TCP_DEFER_ACCEPT). Opening connection k+1 only after that makes the server's
-// accept order exactly the order of the reports, even across a real network (protocol §7.6).
+// accept order exactly the order of the reports, even across a real network (docs/PROTOCOL.md
+// §7.6).
 class StreamDialer {
  public:
   struct Callbacks {

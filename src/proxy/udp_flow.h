@@ -15,7 +15,7 @@ namespace iperf3proxy::proxy {
 
 // One iperf3 UDP stream: the client's source address and port, relayed datagram for datagram to
 // the backend from a socket of its own (the server tells its UDP streams apart only by source
-// address, protocol §4.4).
+// address, docs/PROTOCOL.md §4.4).
 //
 // Client side: a socket bound to the proxy's own UDP port and connected to the client, the way
 // iperf3's server does it: the kernel hands it exactly this client's datagrams, and what it

@@ -125,7 +125,7 @@ void RoleResolver::addServerStream(StreamId id) {
   if (servers_.size() >= static_cast<std::size_t>(totalStreams()) || findServer(id) != nullptr) {
     return;
   }
-  // Protocol §3.5: the server fills its receivers (client uploads) first.
+  // docs/PROTOCOL.md §3.5: the server fills its receivers (client uploads) first.
   const Flow flow = countServers(Flow::Upload) < uploads_ ? Flow::Upload : Flow::Download;
   servers_.push_back(ServerStream{id, flow});
   releaseCertain();
@@ -142,8 +142,9 @@ void RoleResolver::clientSentData(StreamId id) {
     return;
   }
   if (stream->flow && (!stream->guessed || stream->paired)) {
-    // A client receiver never writes (§3.2). The role byte, the test mode, the counting or the
-    // pairing already made is trusted over this data, which is not forwarded before pairing.
+    // A client receiver never writes (docs/PROTOCOL.md §3.2). The role byte, the test mode, the
+    // counting or the pairing already made is trusted over this data, which is not forwarded before
+    // pairing.
     ++ignored_client_data_;
     return;
   }
@@ -213,7 +214,7 @@ int RoleResolver::repairedRoles() const {
   }
   int repaired = 0;
   for (std::size_t i = 0; i < clients_.size(); ++i) {
-    // What a plain server would have made of the i-th arrival (§3.5).
+    // What a plain server would have made of the i-th arrival (docs/PROTOCOL.md §3.5).
     const Flow by_accept_order =
         i < static_cast<std::size_t>(uploads_) ? Flow::Upload : Flow::Download;
     if (clients_[i].flow && *clients_[i].flow != by_accept_order) {
@@ -224,7 +225,7 @@ int RoleResolver::repairedRoles() const {
 }
 
 int RoleResolver::misorderedArrivals() const {
-  // Creation order (§3.1): the senders by rank, then the receivers by rank.
+  // Creation order (docs/PROTOCOL.md §3.1): the senders by rank, then the receivers by rank.
   std::vector<std::size_t> creation = rankedClients(Flow::Upload);
   const std::vector<std::size_t> downloads = rankedClients(Flow::Download);
   creation.insert(creation.end(), downloads.begin(), downloads.end());
@@ -381,9 +382,10 @@ std::optional<int> RoleResolver::certainRank(std::size_t index, const IndexClaim
   if (creation_place_.empty()) {
     return std::nullopt;
   }
-  // The client creates all its senders, then all its receivers (§3.1): a sender's place in the
-  // creation order is its rank, a receiver's comes after every sender's. A place outside the
-  // stream's flow means the ports do not follow creation here; the whole flow then decides.
+  // The client creates all its senders, then all its receivers (docs/PROTOCOL.md §3.1): a sender's
+  // place in the creation order is its rank, a receiver's comes after every sender's. A place
+  // outside the stream's flow means the ports do not follow creation here; the whole flow then
+  // decides.
   const int place = creation_place_[index];
   const int rank = flow == Flow::Upload ? place : place - uploads_;
   return rank >= 0 && rank < expected ? std::optional<int>(rank) : std::nullopt;
@@ -393,7 +395,7 @@ RoleResolver::ServerStream* RoleResolver::serverAt(Flow flow, int rank) {
   if (rank < 0 || rank >= expectedStreams(flow)) {
     return nullptr;
   }
-  // Accept order: the server's receivers (client uploads) first (§3.5).
+  // Accept order: the server's receivers (client uploads) first (docs/PROTOCOL.md §3.5).
   const auto index = static_cast<std::size_t>(flow == Flow::Upload ? rank : uploads_ + rank);
   return index < servers_.size() ? &servers_[index] : nullptr;
 }

@@ -43,8 +43,8 @@ struct Pairing {
 // with backend connections. Pure logic: no sockets, no clock.
 //
 // Server side: the iperf3 server gives the first `uploads` connections it accepts the receiving
-// role and the rest the sending role (protocol §3.5). The proxy dials the backend one connection
-// at a time and waits until each is in the server's accept queue, so the order of
+// role and the rest the sending role (docs/PROTOCOL.md §3.5). The proxy dials the backend one
+// connection at a time and waits until each is in the server's accept queue, so the order of
 // addServerStream() calls *is* the server's accept order, and server roles are certain.
 //
 // Client side: the proxy's own accept order is as unreliable as the server's would be, so client

@@ -142,7 +142,7 @@ INSTANTIATE_TEST_SUITE_P(Iperf312,
 // ---- Refusals and aborts ----------------------------------------------------------------------
 
 TEST(ControlCodecTest, AccessDenied) {
-  // The busy server writes 0xff and closes (protocol §1.6).
+  // The busy server writes 0xff and closes (docs/PROTOCOL.md §1.6).
   const Transcript transcript = {fromClient(cookie()), fromServer(states({State::AccessDenied})),
                                  endOf(Side::Server), endOf(Side::Client)};
   expectSameUnderEverySplit(transcript, {{kCookieEvent, "server ACCESS_DENIED"}, std::nullopt});
@@ -217,7 +217,7 @@ TEST(ControlCodecTest, ServerTerminateWhereResultsWereDue) {
 }
 
 TEST(ControlCodecTest, ClientAbortsWhereParamsWereDue) {
-  // Every client failure path sends IPERF_DONE (protocol §1.7), even before its params.
+  // Every client failure path sends IPERF_DONE (docs/PROTOCOL.md §1.7), even before its params.
   const Transcript transcript = {fromClient(cookie()), fromServer(states({State::ParamExchange})),
                                  fromClient(states({State::IperfDone})), endOf(Side::Client),
                                  endOf(Side::Server)};

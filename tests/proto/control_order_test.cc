@@ -221,7 +221,7 @@ TEST(ControlOrderTest, ServerMayEndAtEveryStage) {
 }
 
 TEST(ControlOrderTest, AccessDeniedInPlaceOfParamExchange) {
-  // The busy server writes 0xff and closes (protocol §1.6); 3.7-3.9 clients still say
+  // The busy server writes 0xff and closes (docs/PROTOCOL.md §1.6); 3.7-3.9 clients still say
   // IPERF_DONE.
   expectAccepted(
       stageNamed("connected"),
@@ -230,7 +230,7 @@ TEST(ControlOrderTest, AccessDeniedInPlaceOfParamExchange) {
 }
 
 TEST(ControlOrderTest, SpuriousServerErrorAfterIperfDone) {
-  // 3.21+ may append a SERVER_ERROR after a test that went well (protocol §1.7); the 3.21+
+  // 3.21+ may append a SERVER_ERROR after a test that went well (docs/PROTOCOL.md §1.7); the 3.21+
   // client half-closes after IPERF_DONE and drains.
   const Bytes spurious = {0xfe, 0x00, 0x00, 0x00, 0xce, 0x00, 0x00, 0x00, 0x09};
   expectAccepted(completedTest(), {endOf(Side::Client), fromServer(spurious)},
