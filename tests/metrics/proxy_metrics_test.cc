@@ -1,7 +1,6 @@
 #include "metrics/proxy_metrics.h"
 
 #include <map>
-#include <regex>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -18,14 +17,16 @@ using Refused = proxy::ServerObserver::RefusedConnection;
 // "name{labels} value" -> value, for every sample of a scrape.
 std::map<std::string, double> samples(const std::string& page) {
   std::map<std::string, double> result;
-  static const std::regex kSample(R"(^([^#\s][^ ]*) (\S+)$)");
   std::istringstream lines(page);
   std::string line;
   while (std::getline(lines, line)) {
-    std::smatch m;
-    if (std::regex_match(line, m, kSample)) {
-      result[m[1]] = std::stod(m[2]);
+    // Comments (# HELP, # TYPE) and blank lines carry no sample; a sample's labels never hold a
+    // space here, so the value is what follows the last space.
+    const auto space = line.rfind(' ');
+    if (line.empty() || line[0] == '#' || space == std::string::npos || space == 0) {
+      continue;
     }
+    result[line.substr(0, space)] = std::stod(line.substr(space + 1));
   }
   return result;
 }
