@@ -27,6 +27,7 @@ Environment:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -862,3 +863,16 @@ def _self_check() -> int:
 
 if __name__ == "__main__":
     sys.exit(_self_check())
+
+
+def make_auth_files(directory: Path, user: str, password: str) -> dict[str, str]:
+    """An RSA key pair and an authorized-users file for iperf3's authentication, in
+    `directory`: {"privkey", "pubkey", "users"} -> paths."""
+    priv, pub, users = directory / "priv.pem", directory / "pub.pem", directory / "users.csv"
+    run_checked(["openssl", "genrsa", "-out", str(priv), "2048"], timeout=60)
+    run_checked(["openssl", "rsa", "-in", str(priv), "-outform", "PEM", "-pubout", "-out",
+                 str(pub)])
+    # iperf3 (man page, EXAMPLES): the hash is sha256 of "{user}password"
+    digest = hashlib.sha256(f"{{{user}}}{password}".encode()).hexdigest()
+    users.write_text(f"# username,sha256\n{user},{digest}\n")
+    return {"privkey": str(priv), "pubkey": str(pub), "users": str(users)}

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import datetime
 import json
 import os
@@ -390,15 +389,9 @@ def _debian_package_version(binary: str) -> Optional[str]:
 def files(tmp_path_factory) -> dict[str, str]:
     """An RSA key pair, an authorized-users file and a file for -F."""
     d = tmp_path_factory.mktemp("matrix")
-    priv, pub, users, data = d / "priv.pem", d / "pub.pem", d / "users.csv", d / "data.bin"
-    harness.run_checked(["openssl", "genrsa", "-out", str(priv), "2048"], timeout=60)
-    harness.run_checked(["openssl", "rsa", "-in", str(priv), "-outform", "PEM", "-pubout",
-                         "-out", str(pub)])
-    # iperf3 (man page, EXAMPLES): the hash is sha256 of "{user}password"
-    digest = hashlib.sha256(f"{{{AUTH_USER}}}{AUTH_PASSWORD}".encode()).hexdigest()
-    users.write_text(f"# username,sha256\n{AUTH_USER},{digest}\n")
+    data = d / "data.bin"
     data.write_bytes(os.urandom(FILE_SIZE))
-    return {"privkey": str(priv), "pubkey": str(pub), "users": str(users), "file": str(data)}
+    return {**harness.make_auth_files(d, AUTH_USER, AUTH_PASSWORD), "file": str(data)}
 
 
 @dataclasses.dataclass

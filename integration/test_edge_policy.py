@@ -21,7 +21,6 @@ Run (no root needed; about 30 seconds):
 
 from __future__ import annotations
 
-import hashlib
 import re
 import socket
 import subprocess
@@ -80,15 +79,7 @@ def session_end_of(proxy: harness.Proxy, result: harness.ClientResult) -> harnes
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> dict[str, str]:
     """An RSA key pair and an authorized-users file, made for this run."""
-    d = tmp_path_factory.mktemp("edge-keys")
-    priv, pub, users = d / "priv.pem", d / "pub.pem", d / "users.csv"
-    harness.run_checked(["openssl", "genrsa", "-out", str(priv), "2048"], timeout=60)
-    harness.run_checked(["openssl", "rsa", "-in", str(priv), "-outform", "PEM", "-pubout",
-                         "-out", str(pub)])
-    # iperf3 (man page, EXAMPLES): the hash is sha256 of "{user}password"
-    digest = hashlib.sha256(f"{{{AUTH_USER}}}{AUTH_PASSWORD}".encode()).hexdigest()
-    users.write_text(f"# username,sha256\n{AUTH_USER},{digest}\n")
-    return {"privkey": str(priv), "pubkey": str(pub), "users": str(users)}
+    return harness.make_auth_files(tmp_path_factory.mktemp("edge-keys"), AUTH_USER, AUTH_PASSWORD)
 
 
 def test_authentication_end_to_end_through_options_after_double_dash(proxy_bin, tmp_path, keys,

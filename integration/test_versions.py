@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -329,15 +328,7 @@ class Sites:
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> dict[str, str]:
     """An RSA key pair and an authorized-users file, made for this run."""
-    d = tmp_path_factory.mktemp("versions-keys")
-    priv, pub, users = d / "priv.pem", d / "pub.pem", d / "users.csv"
-    harness.run_checked(["openssl", "genrsa", "-out", str(priv), "2048"], timeout=60)
-    harness.run_checked(["openssl", "rsa", "-in", str(priv), "-outform", "PEM", "-pubout",
-                         "-out", str(pub)])
-    # iperf3 (man page, EXAMPLES): the hash is sha256 of "{user}password"
-    digest = hashlib.sha256(f"{{{AUTH_USER}}}{AUTH_PASSWORD}".encode()).hexdigest()
-    users.write_text(f"# username,sha256\n{AUTH_USER},{digest}\n")
-    return {"privkey": str(priv), "pubkey": str(pub), "users": str(users)}
+    return harness.make_auth_files(tmp_path_factory.mktemp("versions-keys"), AUTH_USER, AUTH_PASSWORD)
 
 
 @pytest.fixture(scope="module")
