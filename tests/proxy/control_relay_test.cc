@@ -21,12 +21,15 @@
 #include "ev/io_event.h"
 #include "loopback.h"
 #include "proto/wire.h"
+#include "scripted_peers.h"
 
 namespace iperf3proxy::proxy {
 namespace {
 
 using net::UniqueFd;
-using Bytes = std::vector<std::uint8_t>;
+using testing::Bytes;
+using testing::concat;
+using testing::state;
 
 constexpr std::string_view kCookie = "abcdefghijklmnopqrstuvwxyz234567abcd";
 
@@ -34,18 +37,6 @@ Bytes cookieBytes() {
   Bytes bytes(kCookie.begin(), kCookie.end());
   bytes.push_back(0);
   return bytes;
-}
-
-Bytes state(proto::State s) {
-  return {proto::stateToWire(s)};
-}
-
-Bytes concat(std::initializer_list<Bytes> parts) {
-  Bytes all;
-  for (const Bytes& part : parts) {
-    all.insert(all.end(), part.begin(), part.end());
-  }
-  return all;
 }
 
 void sendBytes(int fd, const Bytes& bytes) {

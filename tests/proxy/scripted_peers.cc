@@ -30,6 +30,18 @@ Bytes cookieBytes() {
   return bytes;
 }
 
+Bytes state(proto::State s) {
+  return {proto::stateToWire(s)};
+}
+
+Bytes concat(std::initializer_list<Bytes> parts) {
+  Bytes all;
+  for (const Bytes& part : parts) {
+    all.insert(all.end(), part.begin(), part.end());
+  }
+  return all;
+}
+
 bool runUntil(ev::EventLoop& loop, const std::function<bool()>& done, long deadline_ms) {
   bool met = done();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(deadline_ms);

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <string_view>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "net/address.h"
 #include "net/unique_fd.h"
 #include "proto/cookie.h"
+#include "proto/wire.h"
 
 namespace iperf3proxy::proxy::testing {
 
@@ -26,6 +28,10 @@ inline constexpr long kWaitMs = 5000;
 inline constexpr std::string_view kCookieText = "abcdefghijklmnopqrstuvwxyz234567abcd";
 proto::Cookie testCookie();
 Bytes cookieBytes();
+
+// One control state byte, and byte strings joined: for scripting control transcripts.
+Bytes state(proto::State s);
+Bytes concat(std::initializer_list<Bytes> parts);
 
 // Runs the loop until `done` holds (checked every millisecond) or `deadline_ms` passes;
 // returns whether it holds.

@@ -41,21 +41,11 @@ using testing::Bytes;
 using testing::bytesOf;
 using testing::bytesWaiting;
 using testing::closedByPeer;
+using testing::concat;
 using testing::runFor;
 using testing::runUntil;
 using testing::sendAll;
-
-Bytes state(proto::State s) {
-  return {proto::stateToWire(s)};
-}
-
-Bytes concat(std::initializer_list<Bytes> parts) {
-  Bytes all;
-  for (const Bytes& part : parts) {
-    all.insert(all.end(), part.begin(), part.end());
-  }
-  return all;
-}
+using testing::state;
 
 constexpr std::string_view kBidirP1 = R"({"tcp":true,"parallel":1,"bidirectional":true,"time":30})";
 constexpr std::string_view kForwardP1 = R"({"tcp":true,"parallel":1,"time":30})";
