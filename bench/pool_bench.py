@@ -9,11 +9,14 @@ repository root, with Debian's python (it reuses integration/harness.py):
 
 What it measures, in one run, rotating the order of the paths in every round:
 
-  set-up   Short tests (`-k 1`: one block each way, the test is nearly all set-up and
-           tear-down), the same load on both paths: as many client chains as servers, each
-           running its share of the tests one after the other. `direct`: each chain has an
-           `iperf3 -s` of its own. `proxy`: every chain dials the proxy, which has that many
-           embedded servers. A test's time is its client's wall time. p50 and p99 of both, and
+  set-up   Short tests (`-k 1`: one block each way), the same load on both paths: as many
+           client chains as servers, each running its share of the tests one after the other.
+           `direct`: each chain has an `iperf3 -s` of its own. `proxy`: every chain dials the
+           proxy, which has that many embedded servers. A test's set-up time runs from the
+           client's exec to its first data write, which it makes on TEST_RUNNING (taken from
+           `strace -ttt` of the client's writes alone: the same small cost on both paths); its
+           whole time is the client's wall time, set-up plus the test plus tear-down (where the
+           proxy waits for the upload to drain at TEST_END). p50 and p99 of both, and
            proxy / direct.
   burst    All the tests started at once against the proxy (more tests than servers, so most
            wait in the queue): how many completed, and the queue waits the proxy reports
@@ -31,6 +34,7 @@ import argparse
 import concurrent.futures
 import os
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -73,26 +77,73 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run_chains(ports: list[int], tests: int) -> list[float]:
-    """Runs `tests` short tests in len(ports) concurrent chains, chain i against ports[i]."""
-    def chain(port: int, count: int) -> list[float]:
+# A client wrapped in strace, tracing only its exec and its writes (seccomp-bpf: the other system
+# calls do not stop), into the file named by $SETUP_TRACE.
+TRACED_CLIENT = """#!/bin/sh
+exec strace -f -qq -ttt --seccomp-bpf -e trace=execve,write -e signal=none \\
+    -o "$SETUP_TRACE" {iperf3} "$@"
+"""
+TRACE_LINE = re.compile(r"^(?:\d+\s+)?(\d+\.\d+) (\w+)\((\d+)?.*= (-?\d+)")
+# The smallest write that is test data: iperf3's control messages are a few bytes to a few KiB
+# of JSON, its TCP blocks 128 KiB by default.
+DATA_WRITE_MIN = 16 * 1024
+
+
+def traced_client(log_dir: Path) -> Path:
+    if not shutil.which("strace"):
+        sys.exit("pool_bench: strace is missing (scripts/install-deps.sh --bench installs it)")
+    path = log_dir / "iperf3-traced"
+    path.write_text(TRACED_CLIENT.format(iperf3=harness.iperf3_binary()))
+    path.chmod(0o755)
+    return path
+
+
+def setup_seconds(trace: Path) -> tuple[float, float] | None:
+    """From the client's exec, and from its first write (the cookie, just after it connected),
+    to its first data write; None if it wrote no data."""
+    started = connected = None
+    for line in trace.read_text().splitlines():
+        m = TRACE_LINE.match(line)
+        if not m:
+            continue
+        stamp, call, fd, result = float(m[1]), m[2], m[3], int(m[4])
+        if started is None:
+            started = stamp  # the first line is the exec
+        elif call != "write" or fd in ("1", "2"):
+            continue
+        elif connected is None:
+            connected = stamp
+        elif result >= DATA_WRITE_MIN:
+            return stamp - started, stamp - connected
+    return None
+
+
+def run_chains(ports: list[int], tests: int, log_dir: Path) -> list[tuple[float, float, float]]:
+    """Runs `tests` short tests in len(ports) concurrent chains, chain i against ports[i]:
+    (set-up from exec, set-up from connect, whole) seconds of each test that succeeded."""
+    client = traced_client(log_dir)
+
+    def chain(index: int, port: int, count: int) -> list[tuple[float, float, float]]:
         times = []
+        trace = log_dir / f"chain{index}.trace"
         for _ in range(count):
-            result = harness.run_client(port, SHORT, 30.0)
-            if not harness.client_failures(result):
-                times.append(result.duration)
+            result = harness.run_client(port, SHORT, 30.0, binary=str(client),
+                                        env={"SETUP_TRACE": str(trace)})
+            setup = setup_seconds(trace) if trace.exists() else None
+            if not harness.client_failures(result) and setup is not None:
+                times.append((*setup, result.duration))
         return times
 
     share = [tests // len(ports) + (1 if i < tests % len(ports) else 0) for i in range(len(ports))]
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(ports)) as pool:
-        chains = list(pool.map(chain, ports, share))
+        chains = list(pool.map(chain, range(len(ports)), ports, share))
     return [t for times in chains for t in times]
 
 
-def setup_direct(tests: int, servers: int, log_dir: Path) -> list[float]:
+def setup_direct(tests: int, servers: int, log_dir: Path) -> list[tuple[float, float, float]]:
     started = [harness.start_iperf_server(log_dir=log_dir) for _ in range(servers)]
     try:
-        return run_chains([server.port for server in started], tests)
+        return run_chains([server.port for server in started], tests, log_dir)
     finally:
         for server in started:
             server.stop()
@@ -103,10 +154,11 @@ def proxy_args(servers: int, threads: int) -> list[str]:
             "--log-level", "info"]
 
 
-def setup_proxy(binary: str, tests: int, servers: int, threads: int, log_dir: Path) -> list[float]:
+def setup_proxy(binary: str, tests: int, servers: int, threads: int,
+                log_dir: Path) -> list[tuple[float, float, float]]:
     with harness.Proxy(harness.free_port(), binary=binary, log_dir=log_dir,
                        extra_args=proxy_args(servers, threads)) as proxy:
-        return run_chains([proxy.port] * servers, tests)
+        return run_chains([proxy.port] * servers, tests, log_dir)
 
 
 def burst_proxy(binary: str, tests: int, servers: int, threads: int,
@@ -171,14 +223,21 @@ def main() -> int:
               f"load: peak RSS {loads[-1][0]:.1f} MiB, CPU {loads[-1][1]:.2f} s, "
               f"{loads[-1][2]} failed", flush=True)
     print()
-    print(f"set-up (client wall time of `iperf3 -c -k 1`, {args.servers} chains of tests), "
-          "seconds")
-    print(f"{'':10} {'p50':>8} {'p99':>8} {'n':>5}")
-    for name, values in (("direct", direct), ("proxy", proxied)):
-        print(f"{name:10} {percentile(values, 50):8.4f} {percentile(values, 99):8.4f} "
-              f"{len(values):5d}")
-    print(f"{'proxy/dir':10} {percentile(proxied, 50) / percentile(direct, 50):8.3f} "
-          f"{percentile(proxied, 99) / percentile(direct, 99):8.3f}")
+    print(f"`iperf3 -c -k 1` in {args.servers} chains of tests, seconds. set-up: from the "
+          "client's exec (what a user waits) and from its connect (the protocol alone) to its "
+          "first data write; whole: wall time")
+    columns = ("set-up", "from conn", "whole")
+    print(f"{'':10} " + " ".join(f"{c + ' p50':>15} {'p99':>7}" for c in columns) + f" {'n':>5}")
+    for name, samples in (("direct", direct), ("proxy", proxied)):
+        cells = [f"{percentile([t[c] for t in samples], 50):15.4f} "
+                 f"{percentile([t[c] for t in samples], 99):7.4f}" for c in range(3)]
+        print(f"{name:10} " + " ".join(cells) + f" {len(samples):5d}")
+    cells = []
+    for c in range(3):
+        ratio = [percentile([t[c] for t in proxied], p) / percentile([t[c] for t in direct], p)
+                 for p in (50, 99)]
+        cells.append(f"{ratio[0]:15.3f} {ratio[1]:7.3f}")
+    print(f"{'proxy/dir':10} " + " ".join(cells))
     print()
     waits = [wait for burst in bursts for wait in burst[1]]
     print(f"burst ({args.tests} tests at once, {args.servers} servers): completed "

@@ -15,7 +15,8 @@ packages=(
   python3-yaml systemd
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(haproxy jq)
+  # run_bench.sh's HAProxy path and tables; pool_bench.py's set-up times (strace).
+  packages+=(haproxy jq strace)
 fi
 
 missing=()

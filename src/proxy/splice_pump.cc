@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <utility>
 
@@ -19,14 +20,16 @@ constexpr std::size_t kSpliceChunk = 1 << 20;
 // 0.8 ms (p50) after their role was certain with one round, 2.7 ms with eight, at the same
 // throughput (bench/README.md, "First bytes of a --bidir test").
 constexpr int kRoundsPerWakeup = 1;
-// While draining: how often to look, and how many consecutive quiet looks count as drained.
+// While draining: how often to look, and how long it must stay quiet to count as drained.
 // Quiet means nothing readable from the client, nothing in the pipe, nothing unacknowledged by
 // the server, and the server's advertised window unchanged: it grows while the server is still
 // reading what it was sent (iperf3 closes its data sockets at TEST_END, and what it has not read
-// by then is not counted). Bytes still leaving the client's send buffer arrive within a tick or
-// two once the proxy has made room for them.
-constexpr long kDrainTickMs = 2;
-constexpr int kQuietTicksToDrain = 5;
+// by then is not counted). Bytes still in the client's send buffer leave it once the proxy has
+// made room for them and arrive a round trip later, so the quiet must last longer than either
+// peer's round-trip bound (TCP's own retransmission estimate); on a LAN or loopback the floor,
+// which covers a loaded host's late softirq, is what counts.
+constexpr long kDrainTickMs = 1;
+constexpr std::chrono::milliseconds kMinQuietToDrain{10};
 
 }  // namespace
 
@@ -142,7 +145,15 @@ void SplicePump::drainFirstToSecond(std::function<void()> done) {
   }
   drain_started_ = true;
   drained_ = std::move(done);
-  quiet_ticks_ = 0;
+  quiet_needed_ = kMinQuietToDrain;
+  for (const int fd : {forward_.from, forward_.to}) {
+    if (const auto bound = net::roundTripBound(fd)) {
+      quiet_needed_ = std::max<std::chrono::steady_clock::duration>(quiet_needed_, *bound);
+    }
+  }
+  // The first look may already count as quiet: the window it compares with is today's.
+  last_peer_window_ = net::peerReceiveWindow(forward_.to);
+  quiet_since_ = std::chrono::steady_clock::now();
   drain_tick_ = std::make_unique<ev::Timer>(loop_, [this] { onDrainTick(); });
   onDrainTick();
 }
@@ -171,8 +182,11 @@ void SplicePump::onDrainTick() {
   const bool quiet = !readable && forward_.in_pipe == 0 && unacknowledged.value_or(0) == 0 &&
                      window == last_peer_window_;
   last_peer_window_ = window;
-  quiet_ticks_ = quiet ? quiet_ticks_ + 1 : 0;
-  if (quiet_ticks_ >= kQuietTicksToDrain) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!quiet) {
+    quiet_since_ = now;
+  }
+  if (now - quiet_since_ >= quiet_needed_) {
     finishDrain();
     return;
   }

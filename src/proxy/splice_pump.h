@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -113,7 +114,8 @@ class SplicePump {
   Direction backward_;  // second -> first
   std::function<void()> drained_;
   bool drain_started_ = false;
-  int quiet_ticks_ = 0;
+  std::chrono::steady_clock::duration quiet_needed_{};
+  std::chrono::steady_clock::time_point quiet_since_;
   std::optional<std::uint32_t> last_peer_window_;
   std::unique_ptr<ev::Timer> drain_tick_;
 };
