@@ -103,15 +103,6 @@ std::optional<std::uint32_t> peerReceiveWindow(int fd) {
   return info.tcpi_snd_wnd;
 }
 
-std::optional<std::chrono::microseconds> roundTripBound(int fd) {
-  tcp_info info{};
-  socklen_t length = sizeof(info);
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) == -1) {
-    return std::nullopt;
-  }
-  return std::chrono::microseconds(info.tcpi_rtt + 4 * std::uint64_t{info.tcpi_rttvar});
-}
-
 UniqueFd listenTcp(const Address& at, bool dual_stack, std::string* error) {
   UniqueFd fd(::socket(at.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
   if (!fd) {

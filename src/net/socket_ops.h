@@ -1,6 +1,5 @@
 #pragma once
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -47,11 +46,6 @@ std::optional<int> unacknowledgedBytes(int fd);
 // The receive window the peer last advertised (TCP_INFO tcpi_snd_wnd): it grows back as the
 // peer's application reads what it was sent.
 std::optional<std::uint32_t> peerReceiveWindow(int fd);
-
-// How long this connection's peer may take to answer, as TCP itself bounds it: the smoothed
-// round-trip time plus four times its variation (TCP_INFO tcpi_rtt + 4 tcpi_rttvar, the
-// retransmission timeout before its floor).
-std::optional<std::chrono::microseconds> roundTripBound(int fd);
 
 // A non-blocking listening TCP socket. `dual_stack` clears IPV6_V6ONLY on an IPv6 wildcard.
 UniqueFd listenTcp(const Address& at, bool dual_stack, std::string* error);

@@ -114,7 +114,6 @@ class SplicePump {
   Direction backward_;  // second -> first
   std::function<void()> drained_;
   bool drain_started_ = false;
-  std::chrono::steady_clock::duration quiet_needed_{};
   std::chrono::steady_clock::time_point quiet_since_;
   std::optional<std::uint32_t> last_peer_window_;
   std::unique_ptr<ev::Timer> drain_tick_;
