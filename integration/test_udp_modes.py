@@ -32,6 +32,9 @@ MODES = {
     "udp-len-16": ["-u", "-l", "16", "-t", "1"],
     "udp-len-64k": ["-u", "-l", "65000", "-t", "1"],
     "udp-1400-100M": ["-u", "-l", "1400", "-b", "100M", "-t", "2"],
+    # Fast enough that the proxy reads the flow on its poll tick (--udp-poll-us), each way.
+    "udp-1400-400M-polled": ["-u", "-l", "1400", "-b", "400M", "-t", "2"],
+    "udp-1400-400M-polled-reverse": ["-u", "-l", "1400", "-b", "400M", "-R", "-t", "2"],
 }
 
 SUMMARY_RE = re.compile(r"test ended: .*mode=udp .*up_bytes=(\d+) down_bytes=(\d+) .*reason=(\S+)")

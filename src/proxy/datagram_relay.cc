@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -47,12 +48,13 @@ bool gsoRefused(int error) {
 }  // namespace
 
 DatagramRelay::DatagramRelay(ev::EventLoop& loop,
-                             net::DatagramBatch& batch,
+                             const LoopDatagramIo& io,
                              int from,
                              int to,
                              const net::Address* only_from,
                              long pause_ms)
-    : batch_(batch),
+    : batch_(io.batch),
+      ticker_(io.ticker),
       from_(from),
       to_(to),
       check_source_(only_from != nullptr),
@@ -63,9 +65,18 @@ DatagramRelay::DatagramRelay(ev::EventLoop& loop,
   if (only_from != nullptr) {
     expected_ = only_from->storage;
   }
+  if (ticker_ && !ticker_->available()) {
+    ticker_.reset();
+  }
+  window_start_ = std::chrono::steady_clock::now();
+}
+
+DatagramRelay::~DatagramRelay() {
+  setPolling(false);
 }
 
 void DatagramRelay::stop() {
+  setPolling(false);
   readable_.disable();
   writable_.disable();
   pause_over_.disarm();
@@ -81,11 +92,67 @@ void DatagramRelay::forward(std::span<const std::uint8_t> datagram) {
 }
 
 void DatagramRelay::onReadable() {
+  judgeRate(drain());
+}
+
+void DatagramRelay::onTick() {
+  if (paused()) {
+    return;  // waiting for room at the destination; the source keeps what arrives
+  }
+  judgeRate(drain());
+}
+
+void DatagramRelay::judgeRate(std::uint64_t datagrams) {
+  window_datagrams_ += datagrams;
+  if (!ticker_) {
+    return;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  const auto elapsed = now - window_start_;
+  if (elapsed < kRateWindow) {
+    return;
+  }
+  const double ticks = std::chrono::duration<double>(elapsed).count() /
+                       std::chrono::duration<double>(ticker_->interval()).count();
+  setPolling(shouldPoll(static_cast<double>(window_datagrams_) / ticks,
+                        static_cast<double>(bytes_ - window_bytes_base_) / ticks));
+  window_start_ = now;
+  window_datagrams_ = 0;
+  window_bytes_base_ = bytes_;
+}
+
+bool DatagramRelay::shouldPoll(double datagrams_per_tick, double bytes_per_tick) const {
+  if (bytes_per_tick > kMaxTickBytes) {
+    return false;
+  }
+  return polling_ ? datagrams_per_tick >= kEventsBelowPerTick
+                  : datagrams_per_tick >= kPollFromPerTick;
+}
+
+void DatagramRelay::setPolling(bool polling) {
+  if (polling == polling_ || !ticker_) {
+    return;
+  }
+  polling_ = polling;
+  if (polling) {
+    readable_.disable();
+    ticker_->add(this);
+  } else {
+    ticker_->remove(this);
+    if (!paused()) {
+      readable_.enable();
+    }
+  }
+}
+
+std::uint64_t DatagramRelay::drain() {
+  std::uint64_t received = 0;
   for (int round = 0; round < kBatchesPerWakeup; ++round) {
     const int n = batch_.receive(from_);
     if (n <= 0) {
-      return;  // drained, or an error such as ECONNREFUSED from an ICMP: nothing to relay
+      return received;  // drained, or an error such as ECONNREFUSED from an ICMP: nothing to relay
     }
+    received += static_cast<std::uint64_t>(n);
     std::span<const net::DatagramView> datagrams = batch_.datagrams();
     if (check_source_) {
       bool all_expected = true;
@@ -105,12 +172,13 @@ void DatagramRelay::onReadable() {
       }
     }
     if (!deliver(datagrams)) {
-      return;  // paused: the source is not read until the destination has room
+      return received;  // paused: the source is not read until the destination has room
     }
     if (!batch_.filled()) {
-      return;  // drained: a receive now would mostly cost an EAGAIN (level-triggered: more wakes)
+      return received;  // drained: a receive now would mostly cost an EAGAIN
     }
   }
+  return received;
 }
 
 net::SendResult DatagramRelay::send(std::span<const net::DatagramView> datagrams) {
@@ -177,7 +245,9 @@ void DatagramRelay::resume() {
   held_.clear();
   writable_.disable();
   pause_over_.disarm();
-  readable_.enable();
+  if (!polling_) {
+    readable_.enable();
+  }
 }
 
 }  // namespace iperf3proxy::proxy

@@ -297,7 +297,7 @@ void Session::beginStreamCreation() {
     // client's creation order as long as the proxy forwards them as they come (docs/PROTOCOL.md
     // §7.5). But a flow carries no cookie: it is known only by its source address, so the
     // client may start only when no other test from its address is setting up UDP streams.
-    udp_ = std::make_unique<UdpStreams>(loop_, host_.udpBatch(), lease_->address,
+    udp_ = std::make_unique<UdpStreams>(loop_, host_.udpIo(), lease_->address,
                                         params_->totalStreams());
     control_->holdServerToClient();
     udp_turn_requested_ = true;

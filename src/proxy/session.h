@@ -47,8 +47,8 @@ class SessionHost {
   virtual void sessionEnded(const proto::Cookie& test,
                             const TestSummary& summary,
                             bool backend_broke) = 0;
-  // A batch buffer for the UDP flows of this loop.
-  virtual net::DatagramBatch& udpBatch() = 0;
+  // The receive batch and poll ticker of the UDP flows of this loop.
+  virtual LoopDatagramIo udpIo() = 0;
   // Where the session adds the test data it relayed (once a second, and at its end).
   virtual TrafficCounters& traffic() = 0;
   // The pipes for the TCP relays of this loop.

@@ -45,6 +45,9 @@ struct DataPath {
   // Bytes per splice pipe (two per TCP data connection). Larger pipes move more per system call;
   // what they hold at TEST_END is drained into the server before TEST_END follows.
   int pipe_size = 1 << 20;
+  // Receive coalescing for busy UDP flows (DatagramRelay): they are read every this many
+  // microseconds instead of on readiness; 0 = always on readiness.
+  int udp_poll_us = 250;
 };
 
 // The edge policy: what a client may ask of the servers behind the proxy, for servers that cannot

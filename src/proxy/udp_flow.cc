@@ -40,7 +40,7 @@ void prepareSocket(int fd) {
 }  // namespace
 
 std::unique_ptr<UdpFlow> UdpFlow::open(ev::EventLoop& loop,
-                                       net::DatagramBatch& batch,
+                                       const LoopDatagramIo& io,
                                        const net::Address& proxy_local,
                                        const net::Address& client,
                                        const net::Address& backend,
@@ -64,13 +64,13 @@ std::unique_ptr<UdpFlow> UdpFlow::open(ev::EventLoop& loop,
   prepareSocket(client_socket.get());
   prepareSocket(server_socket.get());
   auto flow = std::unique_ptr<UdpFlow>(
-      new UdpFlow(loop, batch, client, std::move(client_socket), std::move(server_socket)));
+      new UdpFlow(loop, io, client, std::move(client_socket), std::move(server_socket)));
   flow->fromClient(first_datagram);
   return flow;
 }
 
 UdpFlow::UdpFlow(ev::EventLoop& loop,
-                 net::DatagramBatch& batch,
+                 const LoopDatagramIo& io,
                  net::Address client,
                  net::UniqueFd client_socket,
                  net::UniqueFd server_socket)
@@ -79,8 +79,8 @@ UdpFlow::UdpFlow(ev::EventLoop& loop,
       server_socket_(std::move(server_socket)),
       // Before connect() the client socket was briefly bound but unconnected and could have
       // caught a datagram of another source; only this client's datagrams belong here.
-      up_(loop, batch, client_socket_.get(), server_socket_.get(), &client_),
-      down_(loop, batch, server_socket_.get(), client_socket_.get(), nullptr) {
+      up_(loop, io, client_socket_.get(), server_socket_.get(), &client_),
+      down_(loop, io, server_socket_.get(), client_socket_.get(), nullptr) {
   up_.start();
   down_.start();
 }

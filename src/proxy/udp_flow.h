@@ -28,7 +28,7 @@ class UdpFlow {
   // Creates both sockets and forwards the flow's first datagram. Returns null (with `error`)
   // if a socket cannot be set up.
   static std::unique_ptr<UdpFlow> open(ev::EventLoop& loop,
-                                       net::DatagramBatch& batch,  // outlives the flow
+                                       const LoopDatagramIo& io,  // its batch outlives the flow
                                        const net::Address& proxy_local,
                                        const net::Address& client,
                                        const net::Address& backend,
@@ -69,7 +69,7 @@ class UdpFlow {
 
  private:
   UdpFlow(ev::EventLoop& loop,
-          net::DatagramBatch& batch,
+          const LoopDatagramIo& io,
           net::Address client,
           net::UniqueFd client_socket,
           net::UniqueFd server_socket);

@@ -3,16 +3,16 @@
 namespace iperf3proxy::proxy {
 
 UdpStreams::UdpStreams(ev::EventLoop& loop,
-                       net::DatagramBatch& batch,
+                       LoopDatagramIo io,
                        net::Address backend,
                        int expected_flows)
-    : loop_(loop), batch_(batch), backend_(backend), expected_(expected_flows) {}
+    : loop_(loop), io_(std::move(io)), backend_(backend), expected_(expected_flows) {}
 
 const UdpFlow* UdpStreams::open(const net::Address& proxy_local,
                                 const net::Address& source,
                                 std::span<const std::uint8_t> first_datagram,
                                 std::string* error) {
-  auto flow = UdpFlow::open(loop_, batch_, proxy_local, source, backend_, first_datagram, error);
+  auto flow = UdpFlow::open(loop_, io_, proxy_local, source, backend_, first_datagram, error);
   if (!flow) {
     return nullptr;
   }

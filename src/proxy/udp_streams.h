@@ -19,7 +19,7 @@ namespace iperf3proxy::proxy {
 class UdpStreams {
  public:
   UdpStreams(ev::EventLoop& loop,
-             net::DatagramBatch& batch,  // outlives this object
+             LoopDatagramIo io,  // its batch outlives this object
              net::Address backend,
              int expected_flows);
   UdpStreams(const UdpStreams&) = delete;
@@ -50,7 +50,7 @@ class UdpStreams {
 
  private:
   ev::EventLoop& loop_;
-  net::DatagramBatch& batch_;
+  LoopDatagramIo io_;
   net::Address backend_;
   int expected_;
   std::vector<std::unique_ptr<UdpFlow>> flows_;

@@ -18,6 +18,8 @@ Worker::Worker(int index,
       front_(front),
       settings_(settings),
       traffic_(traffic),
+      udp_ticker_(std::make_shared<ev::PollTicker>(
+          loop, std::chrono::microseconds{settings.data_path.udp_poll_us})),
       pipes_(std::make_shared<PipePool>(settings.data_path.pipe_size)) {}
 
 Worker::~Worker() {

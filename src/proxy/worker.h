@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ev/event_loop.h"
+#include "ev/poll_ticker.h"
 #include "net/address.h"
 #include "net/datagram_batch.h"
 #include "net/unique_fd.h"
@@ -91,7 +92,7 @@ class Worker : private SessionHost {
                     const TestSummary& summary,
                     bool backend_broke) override;
 
-  net::DatagramBatch& udpBatch() override { return udp_batch_; }
+  LoopDatagramIo udpIo() override { return {udp_batch_, udp_ticker_}; }
 
   TrafficCounters& traffic() override { return traffic_; }
 
@@ -104,6 +105,8 @@ class Worker : private SessionHost {
   const ProxySettings& settings_;
   TrafficCounters& traffic_;
   net::DatagramBatch udp_batch_;
+  // Shared with the UDP relays, which may outlive the worker on the loop's deferred-delete queue.
+  std::shared_ptr<ev::PollTicker> udp_ticker_;
   // Shared with the relays that hold its pipes: they may outlive the worker on the loop's
   // deferred-delete queue.
   std::shared_ptr<PipePool> pipes_;

@@ -9,15 +9,18 @@
 #include <netinet/udp.h>
 #include <sys/socket.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <initializer_list>
+#include <memory>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "ev/event_loop.h"
+#include "ev/poll_ticker.h"
 #include "net/address.h"
 #include "net/datagram_batch.h"
 #include "net/unique_fd.h"
@@ -108,6 +111,7 @@ class DatagramRelayTest : public ::testing::Test {
 
   ev::EventLoop loop_;
   net::DatagramBatch batch_;
+  LoopDatagramIo io_{batch_, nullptr};  // always on readiness
   UniqueFd client_;
   UniqueFd relay_in_;
   UniqueFd relay_out_;
@@ -116,7 +120,7 @@ class DatagramRelayTest : public ::testing::Test {
 
 TEST_F(DatagramRelayTest, EveryDatagramArrivesWholeAndInOrder) {
   net::enableUdpGro(relay_in_.get());
-  DatagramRelay relay(loop_, batch_, relay_in_.get(), relay_out_.get(), nullptr);
+  DatagramRelay relay(loop_, io_, relay_in_.get(), relay_out_.get(), nullptr);
   relay.start();
   // Runs of one size (GSO sends), sizes that change, a shorter one inside a run, an empty one,
   // and one too large to share a GSO send with anything.
@@ -151,7 +155,7 @@ TEST_F(DatagramRelayTest, EveryDatagramArrivesWholeAndInOrder) {
 // would show as one long datagram).
 TEST_F(DatagramRelayTest, ACoalescedReceiveIsSplitBackIntoItsDatagrams) {
   net::enableUdpGro(relay_in_.get());
-  DatagramRelay relay(loop_, batch_, relay_in_.get(), relay_out_.get(), nullptr);
+  DatagramRelay relay(loop_, io_, relay_in_.get(), relay_out_.get(), nullptr);
   relay.start();
   constexpr std::uint16_t kSize = 1200;
   constexpr int kCount = 40;  // the last one shorter
@@ -193,7 +197,7 @@ TEST_F(DatagramRelayTest, DatagramsFromAnotherSourceAreDropped) {
   UniqueFd stranger = udpSocket();
   connectTo(stranger.get(), open_in.get());
   const net::Address expected = localOf(client_.get());
-  DatagramRelay relay(loop_, batch_, open_in.get(), relay_out_.get(), &expected);
+  DatagramRelay relay(loop_, io_, open_in.get(), relay_out_.get(), &expected);
   relay.start();
   std::vector<std::vector<std::uint8_t>> sent;
   for (std::uint32_t i = 0; i < 20; ++i) {
@@ -273,9 +277,115 @@ class DatagramRelayPauseTest : public DatagramRelayTest {
   UniqueFd reader_;
 };
 
+// Receive coalescing: a flow fast enough to give each tick several datagrams is read on the tick;
+// once it goes quiet it is read on readiness again, so a lone datagram later is not held for a
+// tick. Every datagram arrives whole and in order throughout.
+TEST_F(DatagramRelayTest, ABusyFlowIsReadOnTheTickAndAQuietOneOnReadiness) {
+  auto ticker = std::make_shared<ev::PollTicker>(loop_, std::chrono::microseconds{500});
+  ASSERT_TRUE(ticker->available());
+  const LoopDatagramIo io{batch_, ticker};
+  DatagramRelay relay(loop_, io, relay_in_.get(), relay_out_.get(), nullptr);
+  relay.start();
+
+  // 100 datagrams every loop step for 40 steps: a step takes 1 to 5 ms, so that is at least 10
+  // datagrams per tick, above DatagramRelay::kPollFromPerTick.
+  std::vector<std::vector<std::uint8_t>> sent;
+  std::vector<std::vector<std::uint8_t>> received;
+  std::vector<std::uint8_t> buffer(65536);
+  bool polled = false;
+  bool back_on_readiness = false;
+  int steps = 0;
+  std::function<void()> step;
+  ev::Timer every_ms(loop_, [&] { step(); });
+  step = [&] {
+    ++steps;
+    if (steps <= 40) {
+      for (int i = 0; i < 100; ++i) {
+        sent.push_back(datagramFor(static_cast<std::uint32_t>(sent.size()), 1000));
+        ASSERT_EQ(::send(client_.get(), sent.back().data(), sent.back().size(), 0), 1000);
+      }
+    }
+    polled = polled || relay.polling();
+    for (;;) {
+      const ssize_t n = ::recv(server_.get(), buffer.data(), buffer.size(), MSG_DONTWAIT);
+      if (n < 0) {
+        break;
+      }
+      received.emplace_back(buffer.begin(), buffer.begin() + n);
+    }
+    if (steps > 40 && polled && !relay.polling() && received.size() == sent.size()) {
+      back_on_readiness = true;
+      loop_.stop();
+      return;
+    }
+    if (steps > 1500) {
+      loop_.stop();
+      return;
+    }
+    every_ms.armMs(1);
+  };
+  every_ms.armMs(1);
+  loop_.run();
+  EXPECT_TRUE(polled);
+  EXPECT_TRUE(back_on_readiness);
+  EXPECT_EQ(ticker->listeners(), 0U);
+  ASSERT_EQ(received.size(), sent.size());
+  for (std::size_t i = 0; i < sent.size(); ++i) {
+    ASSERT_EQ(received[i], sent[i]) << "datagram " << i;
+  }
+  EXPECT_EQ(relay.dropped(), 0U);
+
+  // Back on readiness: one more datagram goes through without any tick running.
+  sent.push_back(datagramFor(static_cast<std::uint32_t>(sent.size()), 1000));
+  ASSERT_EQ(::send(client_.get(), sent.back().data(), sent.back().size(), 0), 1000);
+  const auto last = receiveAtServer(1);
+  ASSERT_EQ(last.size(), 1U);
+  EXPECT_EQ(last[0], sent.back());
+}
+
+// A flow so fast that a tick would gather more than DatagramRelay::kMaxTickBytes stays on
+// readiness: one burst that large could overflow the destination's receive buffer.
+TEST_F(DatagramRelayTest, AFlowTooFastForOneBurstPerTickStaysOnReadiness) {
+  auto ticker = std::make_shared<ev::PollTicker>(loop_, std::chrono::microseconds{2000});
+  const LoopDatagramIo io{batch_, ticker};
+  DatagramRelay relay(loop_, io, relay_in_.get(), relay_out_.get(), nullptr);
+  relay.start();
+  // 30 datagrams of 8000 bytes every loop step (1 to 5 ms): 96 KB or more per 2 ms tick, and
+  // far more than kPollFromPerTick datagrams.
+  std::size_t sent = 0;
+  std::size_t received = 0;
+  std::vector<std::uint8_t> buffer(65536);
+  bool polled = false;
+  int steps = 0;
+  std::function<void()> step;
+  ev::Timer every_ms(loop_, [&] { step(); });
+  step = [&] {
+    ++steps;
+    if (steps <= 40) {
+      for (int i = 0; i < 30; ++i, ++sent) {
+        const auto datagram = datagramFor(static_cast<std::uint32_t>(sent), 8000);
+        ASSERT_EQ(::send(client_.get(), datagram.data(), datagram.size(), 0), 8000);
+      }
+    }
+    polled = polled || relay.polling();
+    while (::recv(server_.get(), buffer.data(), buffer.size(), MSG_DONTWAIT) >= 0) {
+      ++received;
+    }
+    if ((steps > 40 && received == sent) || steps > 1500) {
+      loop_.stop();
+      return;
+    }
+    every_ms.armMs(1);
+  };
+  every_ms.armMs(1);
+  loop_.run();
+  EXPECT_FALSE(polled);
+  EXPECT_EQ(received, sent);
+}
+
 TEST_F(DatagramRelayPauseTest, AFullDestinationPausesTheSourceInsteadOfDropping) {
   // A pause long enough that only a hung machine would end it.
-  DatagramRelay relay(loop_, batch_, relay_in_.get(), full_out_.get(), nullptr, 60'000);
+  DatagramRelay relay(loop_, io_, relay_in_.get(), full_out_.get(), nullptr, 60'000);
   relay.start();
   const auto sent = sendGrowing(1000);
   bool was_paused = false;
@@ -297,7 +407,7 @@ TEST_F(DatagramRelayPauseTest, AFullDestinationPausesTheSourceInsteadOfDropping)
 // A destination that stays full past the pause: what was held is dropped (as a full buffer drops
 // UDP) and the relay reads on; what arrives after is in order.
 TEST_F(DatagramRelayPauseTest, ADestinationFullPastThePauseCostsWhatWasHeld) {
-  DatagramRelay relay(loop_, batch_, relay_in_.get(), full_out_.get(), nullptr, 5);
+  DatagramRelay relay(loop_, io_, relay_in_.get(), full_out_.get(), nullptr, 5);
   relay.start();
   const auto sent = sendGrowing(1000);
   int paused_ticks = 0;
