@@ -149,19 +149,21 @@ def setup_direct(tests: int, servers: int, log_dir: Path) -> list[tuple[float, f
             server.stop()
 
 
-def proxy_args(servers: int, threads: int) -> list[str]:
-    return ["--servers", str(servers), "--queue-timeout", "120000", "--threads", str(threads),
+def proxy_args(servers: int, threads: int | None) -> list[str]:
+    # No --threads: the proxy's own default (one loop per core), as users run it.
+    thread_args = [] if threads is None else ["--threads", str(threads)]
+    return ["--servers", str(servers), "--queue-timeout", "120000", *thread_args,
             "--log-level", "info"]
 
 
-def setup_proxy(binary: str, tests: int, servers: int, threads: int,
+def setup_proxy(binary: str, tests: int, servers: int, threads: int | None,
                 log_dir: Path) -> list[tuple[float, float, float]]:
     with harness.Proxy(harness.free_port(), binary=binary, log_dir=log_dir,
                        extra_args=proxy_args(servers, threads)) as proxy:
         return run_chains([proxy.port] * servers, tests, log_dir)
 
 
-def burst_proxy(binary: str, tests: int, servers: int, threads: int,
+def burst_proxy(binary: str, tests: int, servers: int, threads: int | None,
                 log_dir: Path) -> tuple[int, list[float]]:
     """All tests at once: how many completed, and each one's queue wait (seconds)."""
     with harness.Proxy(harness.free_port(), binary=binary, log_dir=log_dir,
@@ -178,7 +180,7 @@ def burst_proxy(binary: str, tests: int, servers: int, threads: int,
         return completed, waits
 
 
-def load_proxy(binary: str, tests: int, servers: int, threads: int, seconds: int,
+def load_proxy(binary: str, tests: int, servers: int, threads: int | None, seconds: int,
                log_dir: Path) -> tuple[float, float, int]:
     with harness.Proxy(harness.free_port(), binary=binary, log_dir=log_dir,
                        extra_args=proxy_args(servers, threads)) as proxy:
@@ -198,7 +200,8 @@ def main() -> int:
     parser.add_argument("--tests", type=int, default=32)
     parser.add_argument("--servers", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="proxy event loops (default: the proxy's own, one per core)")
     parser.add_argument("-t", "--time", type=int, default=5, help="seconds of each load test")
     args = parser.parse_args()
     binary = proxy_binary()
@@ -206,7 +209,7 @@ def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f"# pool benchmark {time.strftime('%Y-%m-%d %H:%M')} on {os.uname().nodename}, "
           f"{os.cpu_count()} CPUs: {args.tests} tests, {args.servers} servers, "
-          f"--threads {args.threads}, {args.rounds} rounds; proxy {binary}")
+          f"--threads {args.threads or 'default'}, {args.rounds} rounds; proxy {binary}")
     direct, proxied, bursts, loads = [], [], [], []
     for round_no in range(args.rounds):
         order = ["direct", "proxy"] if round_no % 2 == 0 else ["proxy", "direct"]

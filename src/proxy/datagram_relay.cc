@@ -122,7 +122,7 @@ void DatagramRelay::judgeRate(std::uint64_t datagrams) {
 }
 
 bool DatagramRelay::shouldPoll(double datagrams_per_tick, double bytes_per_tick) const {
-  if (bytes_per_tick > kMaxTickBytes) {
+  if (bytes_per_tick > kMaxTickBytes || datagrams_per_tick > kMaxTickDatagrams) {
     return false;
   }
   return polling_ ? datagrams_per_tick >= kEventsBelowPerTick

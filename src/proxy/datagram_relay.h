@@ -33,10 +33,11 @@ struct LoopDatagramIo {
 // see ev::PollTicker): once its rate gives a tick at least kPollFromPerTick datagrams on average,
 // it leaves readiness for the tick, and it goes back when a tick brings fewer than
 // kEventsBelowPerTick. A slow flow, such as iperf3's default 1 Mbit/s, never waits for a tick.
-// Nor does one so fast that a tick would bring more than kMaxTickBytes: what a tick reads goes
-// out at once, and a burst that large could overflow the destination's receive buffer (Linux's
-// default, 208 KiB of kernel memory, holds about 90 datagrams of 1400 bytes) where arrivals
-// spread over the interval would not; at such rates each wake-up finds many datagrams anyway.
+// Nor does one so fast that a tick would bring more than about one GSO send (kMaxTickBytes or
+// kMaxTickDatagrams): what a tick reads goes out at once, and a larger burst could overflow the
+// destination's receive buffer (Linux's default, 208 KiB of kernel memory, holds about 90
+// datagrams of 1400 bytes) where arrivals spread over the interval would not; at such rates each
+// wake-up finds many datagrams anyway.
 class DatagramRelay : private ev::PollTicker::Listener {
  public:
   // The rate is judged over windows of this length.
@@ -45,8 +46,9 @@ class DatagramRelay : private ev::PollTicker::Listener {
   // stops: apart, so that a rate near the line does not flap between the two.
   static constexpr double kPollFromPerTick = 4.0;
   static constexpr double kEventsBelowPerTick = 1.0;
-  // About one GSO send.
+  // About one GSO send (net::DatagramSender::kMaxGsoBytes, kMaxSegments).
   static constexpr double kMaxTickBytes = 64 * 1024;
+  static constexpr double kMaxTickDatagrams = 64;
 
   // Longest pause for a full destination before what is held is dropped.
   static constexpr long kPauseMs = fixed::kUdpFullPauseMs;

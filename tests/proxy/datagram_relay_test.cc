@@ -109,6 +109,8 @@ class DatagramRelayTest : public ::testing::Test {
     return received;
   }
 
+  void expectReadinessOnly(int per_step, std::size_t size);
+
   ev::EventLoop loop_;
   net::DatagramBatch batch_;
   LoopDatagramIo io_{batch_, nullptr};  // always on readiness
@@ -343,15 +345,15 @@ TEST_F(DatagramRelayTest, ABusyFlowIsReadOnTheTickAndAQuietOneOnReadiness) {
   EXPECT_EQ(last[0], sent.back());
 }
 
-// A flow so fast that a tick would gather more than DatagramRelay::kMaxTickBytes stays on
-// readiness: one burst that large could overflow the destination's receive buffer.
-TEST_F(DatagramRelayTest, AFlowTooFastForOneBurstPerTickStaysOnReadiness) {
+// A flow so fast that a tick would gather more than DatagramRelay::kMaxTickBytes or
+// kMaxTickDatagrams stays on readiness: one burst that large could overflow the destination's
+// receive buffer. `per_step` datagrams of `size` bytes every loop step (1 to 5 ms), with a 2 ms
+// tick.
+void DatagramRelayTest::expectReadinessOnly(int per_step, std::size_t size) {
   auto ticker = std::make_shared<ev::PollTicker>(loop_, std::chrono::microseconds{2000});
   const LoopDatagramIo io{batch_, ticker};
   DatagramRelay relay(loop_, io, relay_in_.get(), relay_out_.get(), nullptr);
   relay.start();
-  // 30 datagrams of 8000 bytes every loop step (1 to 5 ms): 96 KB or more per 2 ms tick, and
-  // far more than kPollFromPerTick datagrams.
   std::size_t sent = 0;
   std::size_t received = 0;
   std::vector<std::uint8_t> buffer(65536);
@@ -362,9 +364,10 @@ TEST_F(DatagramRelayTest, AFlowTooFastForOneBurstPerTickStaysOnReadiness) {
   step = [&] {
     ++steps;
     if (steps <= 40) {
-      for (int i = 0; i < 30; ++i, ++sent) {
-        const auto datagram = datagramFor(static_cast<std::uint32_t>(sent), 8000);
-        ASSERT_EQ(::send(client_.get(), datagram.data(), datagram.size(), 0), 8000);
+      for (int i = 0; i < per_step; ++i, ++sent) {
+        const auto datagram = datagramFor(static_cast<std::uint32_t>(sent), size);
+        ASSERT_EQ(::send(client_.get(), datagram.data(), datagram.size(), 0),
+                  static_cast<ssize_t>(size));
       }
     }
     polled = polled || relay.polling();
@@ -381,6 +384,16 @@ TEST_F(DatagramRelayTest, AFlowTooFastForOneBurstPerTickStaysOnReadiness) {
   loop_.run();
   EXPECT_FALSE(polled);
   EXPECT_EQ(received, sent);
+}
+
+// 30 of 8000 bytes per step: 96 KB or more per tick.
+TEST_F(DatagramRelayTest, AFlowOfMoreBytesThanOneBurstPerTickStaysOnReadiness) {
+  expectReadinessOnly(30, 8000);
+}
+
+// 300 of 16 bytes per step: 120 datagrams or more per tick, in a few KB.
+TEST_F(DatagramRelayTest, AFlowOfMoreDatagramsThanOneBurstPerTickStaysOnReadiness) {
+  expectReadinessOnly(300, 16);
 }
 
 TEST_F(DatagramRelayPauseTest, AFullDestinationPausesTheSourceInsteadOfDropping) {
