@@ -66,8 +66,29 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return cpu_seconds_of(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of `pid`, by thread id."""
+    seconds = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            seconds[int(task.name)] = cpu_seconds_of(task / "stat")
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # the thread ended
+    return seconds
+
+
+def cpu_seconds_of(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu_seconds() -> float:
+    """Seconds all CPUs of the machine spent idle (or waiting for I/O) since boot."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -181,18 +202,29 @@ def burst_proxy(binary: str, tests: int, servers: int, threads: int | None,
 
 
 def load_proxy(binary: str, tests: int, servers: int, threads: int | None, seconds: int,
-               log_dir: Path) -> tuple[float, float, int]:
+               log_dir: Path) -> tuple[float, float, int, float, float]:
+    """Peak RSS (MiB), CPU seconds and failed tests of a round of `tests` tests at once; the
+    busiest proxy thread's CPU as a share of the round's wall time, and the machine's idle CPUs
+    over it (to tell a proxy thread that caps the test from a machine that is simply full)."""
     with harness.Proxy(harness.free_port(), binary=binary, log_dir=log_dir,
                        extra_args=proxy_args(servers, threads)) as proxy:
         cpu_before = cpu_seconds(proxy.pid)
+        threads_before = thread_cpu_seconds(proxy.pid)
+        idle_before = idle_cpu_seconds()
+        wall_before = time.monotonic()
         runs = [[*LOAD_MODES[i % len(LOAD_MODES)], "-t", str(seconds)] for i in range(tests)]
         with concurrent.futures.ThreadPoolExecutor(max_workers=tests) as pool:
             results = list(pool.map(lambda args: harness.run_client(proxy.port, args, 300.0),
                                     runs))
+        wall = time.monotonic() - wall_before
+        idle = idle_cpu_seconds() - idle_before
         cpu = cpu_seconds(proxy.pid) - cpu_before
+        threads_after = thread_cpu_seconds(proxy.pid)
+        busiest = max((used - threads_before.get(tid, 0.0) for tid, used in threads_after.items()),
+                      default=0.0)
         rss = peak_rss_mib(proxy.pid)
         failed = sum(1 for r in results if harness.client_failures(r))
-        return rss, cpu, failed
+        return rss, cpu, failed, busiest / wall, idle / wall
 
 
 def main() -> int:
@@ -224,7 +256,8 @@ def main() -> int:
         print(f"round {round_no + 1}: set-up samples direct={len(direct)} proxy={len(proxied)}; "
               f"burst: {bursts[-1][0]}/{args.tests} completed; "
               f"load: peak RSS {loads[-1][0]:.1f} MiB, CPU {loads[-1][1]:.2f} s, "
-              f"{loads[-1][2]} failed", flush=True)
+              f"{loads[-1][2]} failed, busiest thread {100 * loads[-1][3]:.0f} %, idle CPUs "
+              f"{loads[-1][4]:.2f}", flush=True)
     print()
     print(f"`iperf3 -c -k 1` in {args.servers} chains of tests, seconds. set-up: from the "
           "client's exec (what a user waits) and from its connect (the protocol alone) to its "
@@ -251,7 +284,10 @@ def main() -> int:
     print(f"load ({args.tests} tests at once, -t {args.time}, mixed modes): proxy peak RSS "
           f"median {statistics.median(rss):.1f} MiB (max {max(rss):.1f}), CPU median "
           f"{statistics.median(cpu):.2f} s per round; failed tests: "
-          f"{sum(load[2] for load in loads)}")
+          f"{sum(load[2] for load in loads)}; busiest proxy thread median "
+          f"{100 * statistics.median(load[3] for load in loads):.0f} % of one CPU (max "
+          f"{100 * max(load[3] for load in loads):.0f} %) while the machine had "
+          f"{statistics.median(load[4] for load in loads):.2f} CPUs idle")
     print(f"logs: {log_dir}")
     return 0
 
