@@ -92,14 +92,24 @@ void DatagramRelay::forward(std::span<const std::uint8_t> datagram) {
 }
 
 void DatagramRelay::onReadable() {
-  judgeRate(drain());
+  judgeRate(drain().datagrams);
 }
 
 void DatagramRelay::onTick() {
   if (paused()) {
     return;  // waiting for room at the destination; the source keeps what arrives
   }
-  judgeRate(drain());
+  const Drained drained = drain();
+  if (drained.more_waiting) {
+    // More than a turn's worth arrived in one tick: far above the rate polling is for. Back to
+    // readiness at once (it fires again right away), and the rate is judged afresh.
+    setPolling(false);
+    window_start_ = std::chrono::steady_clock::now();
+    window_datagrams_ = 0;
+    window_bytes_base_ = bytes_;
+    return;
+  }
+  judgeRate(drained.datagrams);
 }
 
 void DatagramRelay::judgeRate(std::uint64_t datagrams) {
@@ -114,19 +124,19 @@ void DatagramRelay::judgeRate(std::uint64_t datagrams) {
   }
   const double ticks = std::chrono::duration<double>(elapsed).count() /
                        std::chrono::duration<double>(ticker_->interval()).count();
-  setPolling(shouldPoll(static_cast<double>(window_datagrams_) / ticks,
+  setPolling(shouldPoll(polling_, static_cast<double>(window_datagrams_) / ticks,
                         static_cast<double>(bytes_ - window_bytes_base_) / ticks));
   window_start_ = now;
   window_datagrams_ = 0;
   window_bytes_base_ = bytes_;
 }
 
-bool DatagramRelay::shouldPoll(double datagrams_per_tick, double bytes_per_tick) const {
+bool DatagramRelay::shouldPoll(bool polling, double datagrams_per_tick, double bytes_per_tick) {
   if (bytes_per_tick > kMaxTickBytes || datagrams_per_tick > kMaxTickDatagrams) {
     return false;
   }
-  return polling_ ? datagrams_per_tick >= kEventsBelowPerTick
-                  : datagrams_per_tick >= kPollFromPerTick;
+  return polling ? datagrams_per_tick >= kEventsBelowPerTick
+                 : datagrams_per_tick >= kPollFromPerTick;
 }
 
 void DatagramRelay::setPolling(bool polling) {
@@ -145,12 +155,12 @@ void DatagramRelay::setPolling(bool polling) {
   }
 }
 
-std::uint64_t DatagramRelay::drain() {
+DatagramRelay::Drained DatagramRelay::drain() {
   std::uint64_t received = 0;
   for (int round = 0; round < kBatchesPerWakeup; ++round) {
     const int n = batch_.receive(from_);
     if (n <= 0) {
-      return received;  // drained, or an error such as ECONNREFUSED from an ICMP: nothing to relay
+      return {received, false};  // drained, or an error such as ECONNREFUSED from an ICMP
     }
     received += static_cast<std::uint64_t>(n);
     std::span<const net::DatagramView> datagrams = batch_.datagrams();
@@ -172,13 +182,13 @@ std::uint64_t DatagramRelay::drain() {
       }
     }
     if (!deliver(datagrams)) {
-      return received;  // paused: the source is not read until the destination has room
+      return {received, false};  // paused: the source is not read until the destination has room
     }
     if (!batch_.filled()) {
-      return received;  // drained: a receive now would mostly cost an EAGAIN
+      return {received, false};  // drained: a receive now would mostly cost an EAGAIN
     }
   }
-  return received;
+  return {received, true};
 }
 
 net::SendResult DatagramRelay::send(std::span<const net::DatagramView> datagrams) {

@@ -86,16 +86,25 @@ class DatagramRelay : private ev::PollTicker::Listener {
   // The relay reads its source on the loop's tick, not on readiness.
   bool polling() const { return polling_; }
 
+  // The rule above: whether a relay (now `polling` or not) whose last window averaged these
+  // figures per tick reads on the tick next.
+  static bool shouldPoll(bool polling, double datagrams_per_tick, double bytes_per_tick);
+
  private:
   void onReadable();
   void onTick() override;
-  // Reads and relays what the source holds (a bounded number of batches); returns how many
-  // datagrams were read.
-  std::uint64_t drain();
+
+  // Reads and relays what the source holds, a bounded number of batches: how many datagrams
+  // were read, and whether the last batch came full (the source may hold more).
+  struct Drained {
+    std::uint64_t datagrams;
+    bool more_waiting;
+  };
+
+  Drained drain();
   // Counts `datagrams` toward the rate and, at the end of a window, moves between readiness and
   // the tick.
   void judgeRate(std::uint64_t datagrams);
-  bool shouldPoll(double datagrams_per_tick, double bytes_per_tick) const;
   void setPolling(bool polling);
   void onWritable();
   void onPauseOver();
