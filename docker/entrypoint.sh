@@ -15,7 +15,7 @@ set -euo pipefail
 # The options (long names, as in `iperf3-proxy --help`) and how each is given. The packaging
 # test checks that this list covers every option of the binary.
 readonly VALUE_OPTIONS=(
-  port bind servers backends-file iperf3 threads pipe-size log-level
+  port bind servers backends-file iperf3 threads pipe-size udp-poll-us log-level
   cookie-timeout backend-timeout stream-timeout role-timeout idle-timeout queue-timeout
   drain-timeout
   max-tests queue-length max-pending max-duration max-params-json max-results-json
