@@ -301,10 +301,17 @@ def test_race_testbed_short_test(table: Table, proxy_bin, tmp_path, row_id: str,
     racing = race_testbed.run_case(row.parallel, late, direct=True, label="shortd", **common)
     assert not racing.misses, racing.context()
     # The testbed does what it is for: directly, the late sender swaps roles, so the test fails
-    # or a stream that moves data in a clean direct run does not.
-    assert harness.client_failures(racing.result) or any(
-        data_problems(row, table.direct[row.id], [racing.result])), (
-        "the direct run under the testbed shows no race:\n" + racing.context())
+    # or a stream that moves data in a clean direct run does not. A clean direct run of a short
+    # row may itself count no stream (the server can read TEST_END before any data; one asan CI
+    # run saw it for k10): then there is nothing to compare with, and only the proxied checks
+    # below remain.
+    if any(moves(s) for r in table.direct[row.id] for s in r.streams()):
+        assert harness.client_failures(racing.result) or any(
+            data_problems(row, table.direct[row.id], [racing.result])), (
+            "the direct run under the testbed shows no race:\n" + racing.context())
+    else:
+        warnings.warn(f"{row.id}: the clean direct run counted no stream; the testbed's effect "
+                      f"cannot be checked against it:\n{describe(table.direct[row.id])}")
     runs = [race_testbed.run_case(row.parallel, late, direct=False, proxy=proxy_bin,
                                   label="shortp", **common)]
     while len(runs) <= REPEATS and data_problems(row, table.direct[row.id], [runs[-1].result])[0]:
