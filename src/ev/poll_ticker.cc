@@ -79,6 +79,8 @@ void PollTicker::setRunning(bool running) {
 }
 
 void PollTicker::onReadable() {
+  // The read is needed: a periodic timerfd is re-armed by reading its expiry count, so an
+  // edge-triggered registration without it ticks once and never again (tried).
   std::uint64_t expirations = 0;
   if (::read(fd_, &expirations, sizeof(expirations)) != sizeof(expirations)) {
     return;  // EAGAIN: disarmed after the readiness was reported

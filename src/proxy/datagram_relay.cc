@@ -72,7 +72,10 @@ DatagramRelay::DatagramRelay(ev::EventLoop& loop,
 }
 
 DatagramRelay::~DatagramRelay() {
-  setPolling(false);
+  // Only the ticker must forget this relay; its own events go with it.
+  if (polling_) {
+    ticker_->remove(this);
+  }
 }
 
 void DatagramRelay::stop() {
