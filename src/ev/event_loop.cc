@@ -25,7 +25,7 @@ EventLoop::EventLoop() : base_(event_base_new()) {
 }
 
 EventLoop::~EventLoop() {
-  to_delete_.clear();
+  deleteDeferred();
   signals_.clear();
   deferred_delete_event_.reset();
   wake_event_.reset();
@@ -81,11 +81,15 @@ void EventLoop::deferredDelete(std::unique_ptr<DeferredDeletable> object) {
 }
 
 void EventLoop::onDeferredDelete(evutil_socket_t, short, void* arg) noexcept {
-  auto* self = static_cast<EventLoop*>(arg);
-  // Destructors may defer further deletions; keep going until the queue is empty.
-  while (!self->to_delete_.empty()) {
-    auto batch = std::move(self->to_delete_);
-    self->to_delete_.clear();
+  static_cast<EventLoop*>(arg)->deleteDeferred();
+}
+
+void EventLoop::deleteDeferred() {
+  // Destructors may defer further deletions (into a fresh queue, never into the one being
+  // cleared); keep going until the queue is empty.
+  while (!to_delete_.empty()) {
+    auto batch = std::move(to_delete_);
+    to_delete_.clear();
     batch.clear();
   }
 }

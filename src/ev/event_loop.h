@@ -82,6 +82,7 @@ class EventLoop {
 
  private:
   static void onDeferredDelete(evutil_socket_t, short, void* arg) noexcept;
+  void deleteDeferred();
   static void onSignalEvent(evutil_socket_t, short, void* arg) noexcept;
   static void onPosted(evutil_socket_t, short, void* arg) noexcept;
 
