@@ -52,12 +52,14 @@ DatagramRelay::DatagramRelay(ev::EventLoop& loop,
                              int from,
                              int to,
                              const net::Address* only_from,
-                             long pause_ms)
+                             long pause_ms,
+                             StrayCallback on_stray)
     : batch_(io.batch),
       ticker_(io.ticker),
       from_(from),
       to_(to),
       check_source_(only_from != nullptr),
+      on_stray_(std::move(on_stray)),
       pause_ms_(pause_ms),
       readable_(loop, from, ev::IoEvent::Kind::Read, [this] { onReadable(); }),
       writable_(loop, to, ev::IoEvent::Kind::Write, [this] { onWritable(); }),
@@ -177,6 +179,11 @@ DatagramRelay::Drained DatagramRelay::drain() {
         for (int i = 0; i < n; ++i) {
           if (sameSource(batch_.source(i), batch_.sourceLength(i), expected_)) {
             scratch_.push_back(datagrams[static_cast<std::size_t>(i)]);
+          } else if (on_stray_) {
+            on_stray_(
+                net::Address::fromSockaddr(reinterpret_cast<const sockaddr*>(&batch_.source(i)),
+                                           batch_.sourceLength(i)),
+                batch_.datagram(i));
           } else {
             ++dropped_;
           }

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -16,10 +17,16 @@
 
 namespace iperf3proxy::proxy {
 
+// A datagram that reached a flow's socket bound to the proxy's UDP port `local` but came from
+// another source than the flow's client: it was meant for the shared listener.
+using StrayDatagramHandler = std::function<void(
+    const net::Address& local, const net::Address& source, std::span<const std::uint8_t>)>;
+
 // What the UDP relays of one loop share.
 struct LoopDatagramIo {
   net::DatagramBatch& batch;  // receive buffers: a batch is sent on before the next receive
   std::shared_ptr<ev::PollTicker> ticker;  // null: every relay reads on readiness
+  StrayDatagramHandler stray;              // null: strays are dropped
 };
 
 // One direction of a UDP flow: datagrams from one connected socket to another, each kept whole,
@@ -53,15 +60,19 @@ class DatagramRelay : private ev::PollTicker::Listener {
   // Longest pause for a full destination before what is held is dropped.
   static constexpr long kPauseMs = fixed::kUdpFullPauseMs;
 
-  // `only_from`: if given, datagrams from any other source are dropped (a socket bound before it
-  // was connected may hold a stray one). `ticker`: the loop's; null or unavailable: the relay
-  // always reads on readiness. `pause_ms`: the longest pause (tests change it).
+  // `only_from`: if given, datagrams from any other source are not relayed (a socket bound before
+  // it was connected may hold a stray one): they go to `on_stray`, or are dropped without it.
+  // `io.ticker`: the loop's; null or unavailable: the relay always reads on readiness.
+  // `pause_ms`: the longest pause (tests change it).
+  using StrayCallback =
+      std::function<void(const net::Address& source, std::span<const std::uint8_t> datagram)>;
   DatagramRelay(ev::EventLoop& loop,
                 const LoopDatagramIo& io,  // the batch outlives this relay
                 int from,
                 int to,
                 const net::Address* only_from,
-                long pause_ms = kPauseMs);
+                long pause_ms = kPauseMs,
+                StrayCallback on_stray = nullptr);
   ~DatagramRelay();
   DatagramRelay(const DatagramRelay&) = delete;
   DatagramRelay& operator=(const DatagramRelay&) = delete;
@@ -121,6 +132,7 @@ class DatagramRelay : private ev::PollTicker::Listener {
   int to_;
   bool check_source_;
   sockaddr_storage expected_{};
+  StrayCallback on_stray_;
   long pause_ms_;
   bool gso_ = true;
   std::uint64_t bytes_ = 0;

@@ -395,37 +395,54 @@ void Server::onUdpReadable(Listener& listener) {
       return;
     }
     for (int i = 0; i < n; ++i) {
-      const auto source = net::Address::fromSockaddr(
-          reinterpret_cast<const sockaddr*>(&udp_batch_.source(i)), udp_batch_.sourceLength(i));
-      const auto datagram = udp_batch_.datagram(i);
-      const std::string key = source.toString();
-      std::optional<proto::Cookie> owner;
-      if (auto known = udp_flows_.find(key); known != udp_flows_.end()) {
-        owner = known->second;
-      } else {
-        // A new flow belongs to the test whose turn it is to set up UDP streams from that
-        // address: there is at most one (pool/udp_setup_turns.h).
-        owner = udp_turns_.holder(source.hostString());
-        if (!owner) {
-          dropDatagram(UdpDrop::NoTest, source);
-          continue;
-        }
-        // A new flow must open with the connect message every iperf3 client sends; anything
-        // else would become a bogus stream at the server (docs/PROTOCOL.md §4.2).
-        if (!proto::isUdpConnect(proto::classifyUdpHandshake(datagram))) {
-          dropDatagram(UdpDrop::NotConnectMessage, source);
-          continue;
-        }
-        udp_flows_.emplace(key, *owner);
-        tests_.at(*owner).udp_flows.push_back(key);
-      }
-      Worker* worker = tests_.at(*owner).worker;
-      worker->loop().post([worker, test = *owner, local = listener.address, source,
-                           bytes = std::vector<std::uint8_t>(datagram.begin(), datagram.end())] {
-        worker->datagram(test, local, source, bytes);
-      });
+      routeDatagram(
+          listener.address,
+          net::Address::fromSockaddr(reinterpret_cast<const sockaddr*>(&udp_batch_.source(i)),
+                                     udp_batch_.sourceLength(i)),
+          udp_batch_.datagram(i));
     }
   }
+}
+
+void Server::onStrayDatagram(const net::Address& local,
+                             const net::Address& source,
+                             const std::vector<std::uint8_t>& datagram) {
+  spdlog::debug(
+      "UDP datagram from {} reached a new flow's socket before it was connected: "
+      "routed as if the listener had read it",
+      source.toString());
+  routeDatagram(local, source, datagram);
+}
+
+void Server::routeDatagram(const net::Address& local,
+                           const net::Address& source,
+                           std::span<const std::uint8_t> datagram) {
+  const std::string key = source.toString();
+  std::optional<proto::Cookie> owner;
+  if (auto known = udp_flows_.find(key); known != udp_flows_.end()) {
+    owner = known->second;
+  } else {
+    // A new flow belongs to the test whose turn it is to set up UDP streams from that address:
+    // there is at most one (pool/udp_setup_turns.h).
+    owner = udp_turns_.holder(source.hostString());
+    if (!owner) {
+      dropDatagram(UdpDrop::NoTest, source);
+      return;
+    }
+    // A new flow must open with the connect message every iperf3 client sends; anything else
+    // would become a bogus stream at the server (docs/PROTOCOL.md §4.2).
+    if (!proto::isUdpConnect(proto::classifyUdpHandshake(datagram))) {
+      dropDatagram(UdpDrop::NotConnectMessage, source);
+      return;
+    }
+    udp_flows_.emplace(key, *owner);
+    tests_.at(*owner).udp_flows.push_back(key);
+  }
+  Worker* worker = tests_.at(*owner).worker;
+  worker->loop().post([worker, test = *owner, local, source,
+                       bytes = std::vector<std::uint8_t>(datagram.begin(), datagram.end())] {
+    worker->datagram(test, local, source, bytes);
+  });
 }
 
 void Server::dropDatagram(UdpDrop why, const net::Address& source) {

@@ -123,6 +123,10 @@ class Server : private Front {
   // --max-tests-per-client: the client's tests, running and waiting, are already that many.
   bool atClientLimit(const std::string& client_host) const;
   void onUdpReadable(Listener& listener);
+  // Sends a datagram that reached UDP port `local` from `source` to the worker of its test.
+  void routeDatagram(const net::Address& local,
+                     const net::Address& source,
+                     std::span<const std::uint8_t> datagram);
   void dropDatagram(UdpDrop why, const net::Address& source);
   void pauseAccepting();
   void onCookie(PendingConn& pending, proto::Cookie cookie, net::UniqueFd fd);
@@ -153,6 +157,9 @@ class Server : private Front {
   void onBackendFault(const proto::Cookie& test, pool::BackendFault fault) override;
   void onUdpSetupRequested(const proto::Cookie& test, const std::string& client_host) override;
   void onUdpSetupDone(const proto::Cookie& test) override;
+  void onStrayDatagram(const net::Address& local,
+                       const net::Address& source,
+                       const std::vector<std::uint8_t>& datagram) override;
 
   void onTestFinishing(const proto::Cookie& test) override { backends_.finishing(test); }
 

@@ -63,23 +63,37 @@ std::unique_ptr<UdpFlow> UdpFlow::open(ev::EventLoop& loop,
   }
   prepareSocket(client_socket.get());
   prepareSocket(server_socket.get());
-  auto flow = std::unique_ptr<UdpFlow>(
-      new UdpFlow(loop, io, client, std::move(client_socket), std::move(server_socket)));
+  auto flow = std::unique_ptr<UdpFlow>(new UdpFlow(
+      loop, io, proxy_local, client, std::move(client_socket), std::move(server_socket)));
   flow->fromClient(first_datagram);
   return flow;
 }
 
 UdpFlow::UdpFlow(ev::EventLoop& loop,
                  const LoopDatagramIo& io,
+                 const net::Address& proxy_local,
                  net::Address client,
                  net::UniqueFd client_socket,
                  net::UniqueFd server_socket)
     : client_(client),
       client_socket_(std::move(client_socket)),
       server_socket_(std::move(server_socket)),
-      // Before connect() the client socket was briefly bound but unconnected and could have
-      // caught a datagram of another source; only this client's datagrams belong here.
-      up_(loop, io, client_socket_.get(), server_socket_.get(), &client_),
+      // Between bind() and connect() the client socket was an unconnected socket on the
+      // listener's port, and Linux prefers the newer of two equal bindings: a datagram from
+      // another source (another test's UDP connect message) could land here. Only this client's
+      // datagrams belong here; the others go back to the front, as if the listener had read them.
+      up_(loop,
+          io,
+          client_socket_.get(),
+          server_socket_.get(),
+          &client_,
+          DatagramRelay::kPauseMs,
+          io.stray ? DatagramRelay::StrayCallback(
+                         [stray = io.stray, proxy_local](const net::Address& source,
+                                                         std::span<const std::uint8_t> datagram) {
+                           stray(proxy_local, source, datagram);
+                         })
+                   : nullptr),
       down_(loop, io, server_socket_.get(), client_socket_.get(), nullptr) {
   up_.start();
   down_.start();

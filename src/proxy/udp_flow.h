@@ -70,6 +70,7 @@ class UdpFlow {
  private:
   UdpFlow(ev::EventLoop& loop,
           const LoopDatagramIo& io,
+          const net::Address& proxy_local,
           net::Address client,
           net::UniqueFd client_socket,
           net::UniqueFd server_socket);

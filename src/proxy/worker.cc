@@ -99,6 +99,18 @@ void Worker::requestUdpSetup(const proto::Cookie& test, const std::string& clien
       [front = &front_, test, client_host] { front->onUdpSetupRequested(test, client_host); });
 }
 
+LoopDatagramIo Worker::udpIo() {
+  auto stray = [front_loop = &front_loop_, front = &front_](
+                   const net::Address& local, const net::Address& source,
+                   std::span<const std::uint8_t> datagram) {
+    front_loop->post([front, local, source,
+                      bytes = std::vector<std::uint8_t>(datagram.begin(), datagram.end())] {
+      front->onStrayDatagram(local, source, bytes);
+    });
+  };
+  return {udp_batch_, udp_ticker_, stray};
+}
+
 void Worker::udpSetupDone(const proto::Cookie& test) {
   front_loop_.post([front = &front_, test] { front->onUdpSetupDone(test); });
 }

@@ -31,6 +31,11 @@ class Front {
   virtual void onBackendFault(const proto::Cookie& test, pool::BackendFault fault) = 0;
   virtual void onUdpSetupRequested(const proto::Cookie& test, const std::string& client_host) = 0;
   virtual void onUdpSetupDone(const proto::Cookie& test) = 0;
+  // A datagram that a new flow's socket caught before it was connected (see UdpFlow): routed as
+  // if the listener on `local` had read it.
+  virtual void onStrayDatagram(const net::Address& local,
+                               const net::Address& source,
+                               const std::vector<std::uint8_t>& datagram) = 0;
   virtual void onTestFinishing(const proto::Cookie& test) = 0;
   // A test reached TEST_RUNNING, `setup` after its control connection was accepted.
   virtual void onTestRunning(std::chrono::duration<double> setup) = 0;
@@ -92,7 +97,7 @@ class Worker : private SessionHost {
                     const TestSummary& summary,
                     bool backend_broke) override;
 
-  LoopDatagramIo udpIo() override { return {udp_batch_, udp_ticker_}; }
+  LoopDatagramIo udpIo() override;
 
   TrafficCounters& traffic() override { return traffic_; }
 

@@ -16,6 +16,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -165,7 +166,7 @@ class DatagramRelayTest : public ::testing::Test {
   SteadyFlow relaySteadyFlow(std::chrono::microseconds interval, int per_ms, std::size_t size) {
     auto ticker = std::make_shared<ev::PollTicker>(loop_, interval);
     EXPECT_TRUE(ticker->available());
-    const LoopDatagramIo io{batch_, ticker};
+    const LoopDatagramIo io{batch_, ticker, nullptr};
     DatagramRelay relay(loop_, io, relay_in_.get(), relay_out_.get(), nullptr);
     relay.start();
     SteadyFlow flow;
@@ -193,7 +194,7 @@ class DatagramRelayTest : public ::testing::Test {
 
   ev::EventLoop loop_;
   net::DatagramBatch batch_;
-  LoopDatagramIo io_{batch_, nullptr};  // always on readiness
+  LoopDatagramIo io_{batch_, nullptr, nullptr};  // always on readiness
   UniqueFd client_;
   UniqueFd relay_in_;
   UniqueFd relay_out_;
@@ -293,6 +294,37 @@ TEST_F(DatagramRelayTest, DatagramsFromAnotherSourceAreDropped) {
   const auto received = receiveAtServer(sent.size());
   ASSERT_EQ(received, sent);
   EXPECT_EQ(relay.dropped(), 10U);
+}
+
+// With a place for strays (the proxy's front), another source's datagrams are handed there whole,
+// with their source, and count as neither relayed nor dropped.
+TEST_F(DatagramRelayTest, DatagramsFromAnotherSourceGoToTheStrayHandler) {
+  UniqueFd open_in = udpSocket();
+  connectTo(client_.get(), open_in.get());
+  UniqueFd stranger = udpSocket();
+  connectTo(stranger.get(), open_in.get());
+  const net::Address expected = localOf(client_.get());
+  const net::Address stranger_address = localOf(stranger.get());
+  std::vector<std::vector<std::uint8_t>> strays;
+  DatagramRelay relay(loop_, io_, open_in.get(), relay_out_.get(), &expected,
+                      DatagramRelay::kPauseMs,
+                      [&](const net::Address& source, std::span<const std::uint8_t> datagram) {
+                        EXPECT_EQ(source.toString(), stranger_address.toString());
+                        strays.emplace_back(datagram.begin(), datagram.end());
+                      });
+  relay.start();
+  std::vector<std::vector<std::uint8_t>> sent;
+  std::vector<std::vector<std::uint8_t>> sent_by_stranger;
+  for (std::uint32_t i = 0; i < 20; ++i) {
+    const auto bytes = datagramFor(i, 300 + i);
+    const int from = i % 3 == 0 ? stranger.get() : client_.get();
+    ASSERT_EQ(::send(from, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+    (from == client_.get() ? sent : sent_by_stranger).push_back(bytes);
+  }
+  const auto received = receiveAtServer(sent.size());
+  ASSERT_EQ(received, sent);
+  EXPECT_EQ(strays, sent_by_stranger);
+  EXPECT_EQ(relay.dropped(), 0U);
 }
 
 // A destination whose buffer is full: the relay holds what it could not send and stops reading

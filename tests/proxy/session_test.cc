@@ -89,7 +89,7 @@ class RecordingHost : public SessionHost {
   // A metrics report, not a request: counted, not kept in `calls`.
   void testRunning(std::chrono::duration<double>) override { ++tests_running; }
 
-  LoopDatagramIo udpIo() override { return {batch, nullptr}; }
+  LoopDatagramIo udpIo() override { return {batch, nullptr, nullptr}; }
 
   TrafficCounters& traffic() override { return traffic_counters; }
 
