@@ -221,11 +221,14 @@ bool DatagramRelay::deliver(std::span<const net::DatagramView> datagrams) {
   if (result.sent == datagrams.size()) {
     return true;
   }
-  if (result.error == EAGAIN || result.error == ENOBUFS) {
+  if (result.error == EAGAIN) {
     hold(datagrams.subspan(result.sent));
     return false;
   }
-  // ECONNREFUSED (after TEST_END the server's port is closed) and the like: drop.
+  // ECONNREFUSED (after TEST_END the server's port is closed) and the like: drop. So is ENOBUFS:
+  // on a UDP socket without IP_RECVERR it means the kernel could not allocate a buffer, not that
+  // the send buffer is full, so the socket stays writable and waiting for room would spin until
+  // the pause ran out.
   dropped_ += datagrams.size() - result.sent;
   return true;
 }
@@ -247,7 +250,7 @@ void DatagramRelay::hold(std::span<const net::DatagramView> datagrams) {
 
 void DatagramRelay::onWritable() {
   const net::SendResult result = send(held_);
-  if (result.sent < held_.size() && (result.error == EAGAIN || result.error == ENOBUFS)) {
+  if (result.sent < held_.size() && result.error == EAGAIN) {
     held_.erase(held_.begin(), held_.begin() + static_cast<std::ptrdiff_t>(result.sent));
     return;  // still full: wait on (the views still point into held_bytes_)
   }
