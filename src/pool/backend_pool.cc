@@ -122,6 +122,7 @@ Lease BackendPool::leaseFor(Backend& backend, const TestKey& test) {
 }
 
 BackendPool::Answer BackendPool::request(const TestKey& test, TimePoint now) {
+  const TimePoint since = asked_since_.try_emplace(test, now).first->second;
   // First come, first served: nobody overtakes a test that is already waiting.
   if (queue_.empty()) {
     if (Backend* backend = pickFree(now)) {
@@ -129,13 +130,22 @@ BackendPool::Answer BackendPool::request(const TestKey& test, TimePoint now) {
     }
   }
   if (settings_.queue_timeout.count() > 0 && queue_.size() < settings_.queue_length) {
-    queue_.push_back(Waiter{test, now + settings_.queue_timeout, false});
+    const TimePoint deadline = since + settings_.queue_timeout;
+    if (now < deadline) {
+      queue_.push_back(Waiter{test, deadline, false});
+      return Queued{};
+    }
+    asked_since_.erase(test);
+    return Refused{false,
+                   "no backend was free within --queue-timeout " +
+                       std::to_string(settings_.queue_timeout.count()) + " ms",
+                   true};
+  }
+  if (mayWaitForFinishing() && now < since + settings_.finishing_wait) {
+    queue_.push_back(Waiter{test, since + settings_.finishing_wait, true});
     return Queued{};
   }
-  if (mayWaitForFinishing()) {
-    queue_.push_back(Waiter{test, now + settings_.finishing_wait, true});
-    return Queued{};
-  }
+  asked_since_.erase(test);
   const bool any_up =
       std::any_of(backends_.begin(), backends_.end(), [&](const Backend& b) { return up(b, now); });
   if (!any_up) {
@@ -208,6 +218,7 @@ bool BackendPool::fault(const TestKey& test, BackendFault fault, TimePoint now) 
 
 void BackendPool::release(const TestKey& test, TimePoint now, bool backend_broke) {
   std::erase_if(queue_, [&](const Waiter& w) { return w.test == test; });
+  asked_since_.erase(test);
   auto it = leases_.find(test);
   if (it == leases_.end()) {
     return;
@@ -239,15 +250,12 @@ BackendPool::Changes BackendPool::poll(TimePoint now) {
     queue_.pop_front();
     changes.granted.emplace_back(test, leaseFor(*backend, test));
   }
-  while (!queue_.empty() && queue_.front().deadline <= now) {
-    changes.expired.push_back(queue_.front().test);
-    queue_.pop_front();
-  }
-  // Deadlines are in arrival order as long as the timeout is fixed; a later waiter with an
-  // earlier deadline can only exist after a settings change, so sweep the rest too.
+  // Deadlines are not in queue order: a test that asks again after a fault keeps the deadline of
+  // its first request, and a wait behind a finishing test has a deadline of its own.
   for (auto it = queue_.begin(); it != queue_.end();) {
     if (it->deadline <= now) {
-      changes.expired.push_back(it->test);
+      changes.expired.push_back(Expiry{it->test, it->behind_finishing});
+      asked_since_.erase(it->test);
       it = queue_.erase(it);
     } else {
       ++it;

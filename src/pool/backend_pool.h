@@ -118,12 +118,16 @@ class BackendPool {
     // is running a test (the client is told "busy").
     bool none_up = false;
     std::string why;  // for the log line
+    // A test asking again (its backend failed it) has already waited as long as it may.
+    bool waited_out = false;
   };
 
   using Answer = std::variant<Lease, Queued, Refused>;
 
   // A new test (or one whose backend failed it) asks for a backend. Queued: it waits until
-  // poll() grants it one or lets its deadline pass.
+  // poll() grants it one or lets its deadline pass. A test's wait counts from its first request
+  // until it ends (release()), so a test whose backends keep failing it still gets its answer
+  // within --queue-timeout.
   Answer request(const TestKey& test, TimePoint now);
 
   // The test is past IPERF_DONE: its backend will be free in a moment.
@@ -138,9 +142,14 @@ class BackendPool {
   // `backend_broke`: the server's side broke during the test (counts as a fault).
   void release(const TestKey& test, TimePoint now, bool backend_broke = false);
 
+  struct Expiry {
+    TestKey test;
+    bool behind_finishing;  // it waited for a finishing test (finishing_wait), not in the queue
+  };
+
   struct Changes {
     std::vector<std::pair<TestKey, Lease>> granted;  // queued tests that have a backend now
-    std::vector<TestKey> expired;                    // queued tests past --queue-timeout
+    std::vector<Expiry> expired;                     // queued tests past their deadline
   };
 
   // Hands free backends to queued tests in order and expires waits; call after anything that
@@ -209,6 +218,8 @@ class BackendPool {
   std::vector<Backend> backends_;
   std::deque<Waiter> queue_;
   std::unordered_map<TestKey, BackendId, proto::CookieHash> leases_;
+  // When each test that holds a lease or waits first asked: its wait's deadline counts from here.
+  std::unordered_map<TestKey, TimePoint, proto::CookieHash> asked_since_;
 };
 
 }  // namespace iperf3proxy::pool

@@ -303,8 +303,8 @@ void Backends::settle() {
   for (const auto& [test, lease] : changes.granted) {
     callbacks_.on_granted(test, lease);
   }
-  for (const auto& test : changes.expired) {
-    callbacks_.on_expired(test);
+  for (const auto& expiry : changes.expired) {
+    callbacks_.on_expired(expiry.test, expiry.behind_finishing);
   }
   armTimer();
 }

@@ -42,8 +42,9 @@ class Backends {
   struct Callbacks {
     // A queued test has a backend now.
     std::function<void(const proto::Cookie&, const pool::Lease&)> on_granted;
-    // A queued test waited --queue-timeout in vain.
-    std::function<void(const proto::Cookie&)> on_expired;
+    // A queued test waited in vain: --queue-timeout, or (`behind_finishing`) the wait for a
+    // test that was finishing.
+    std::function<void(const proto::Cookie&, bool behind_finishing)> on_expired;
   };
 
   Backends(ev::EventLoop& loop,

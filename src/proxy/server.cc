@@ -62,8 +62,8 @@ Server::Server(ev::EventLoop& loop,
                 Backends::Callbacks{[this](const proto::Cookie& test, const pool::Lease& lease) {
                                       onQueuedGranted(test, lease);
                                     },
-                                    [this](const proto::Cookie& test) {
-                                      onQueueExpired(test);
+                                    [this](const proto::Cookie& test, bool behind_finishing) {
+                                      onQueueExpired(test, behind_finishing);
                                     }}),
       observer_(&no_observer),
       refused_log_(loop, "refused connections"),
@@ -502,10 +502,14 @@ void Server::onQueuedGranted(const proto::Cookie& test, const pool::Lease& lease
   worker->loop().post([worker, test, lease] { worker->backendGranted(test, lease); });
 }
 
-void Server::onQueueExpired(const proto::Cookie& test) {
-  sendNoBackend(
-      test, CloseReason::QueueTimeout,
-      fmt::format("no backend was free within --queue-timeout {} ms", settings_.timeouts.queue_ms));
+void Server::onQueueExpired(const proto::Cookie& test, bool behind_finishing) {
+  sendNoBackend(test, CloseReason::QueueTimeout,
+                behind_finishing
+                    ? fmt::format("every backend was running a test, and the one that was "
+                                  "finishing did not end within {} ms",
+                                  settings_.timeouts.end_linger_ms)
+                    : fmt::format("no backend was free within --queue-timeout {} ms",
+                                  settings_.timeouts.queue_ms));
 }
 
 void Server::onBackendFault(const proto::Cookie& test, pool::BackendFault fault) {
@@ -521,7 +525,9 @@ void Server::onBackendFault(const proto::Cookie& test, pool::BackendFault fault)
         [worker, test, lease = std::move(*lease)] { worker->backendGranted(test, lease); });
   } else if (auto* refused = std::get_if<pool::BackendPool::Refused>(&answer)) {
     sendNoBackend(test,
-                  refused->none_up ? CloseReason::BackendUnreachable : CloseReason::NoBackendFree,
+                  refused->waited_out ? CloseReason::QueueTimeout
+                  : refused->none_up  ? CloseReason::BackendUnreachable
+                                      : CloseReason::NoBackendFree,
                   refused->why);
   }
   // Queued: the pool grants it a backend, or lets its deadline pass, later.

@@ -151,7 +151,7 @@ class Server : private Front {
 
   // Backends callbacks.
   void onQueuedGranted(const proto::Cookie& test, const pool::Lease& lease);
-  void onQueueExpired(const proto::Cookie& test);
+  void onQueueExpired(const proto::Cookie& test, bool behind_finishing);
 
   // proxy::Front (from the workers)
   void onBackendFault(const proto::Cookie& test, pool::BackendFault fault) override;

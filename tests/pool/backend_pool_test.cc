@@ -136,7 +136,7 @@ TEST_F(QueuedPoolTest, AWaitEndsAtItsDeadlineAndAGoneTestLeavesTheQueue) {
   auto changes = pool_.poll(now_);
   EXPECT_TRUE(changes.granted.empty());
   ASSERT_EQ(changes.expired.size(), 1U);
-  EXPECT_EQ(changes.expired[0], cookie(2));
+  EXPECT_EQ(changes.expired[0].test, cookie(2));
   EXPECT_EQ(pool_.queueLength(), 0U);
 }
 
@@ -221,6 +221,42 @@ TEST_F(QueuedPoolTest, AWaitingTestGetsABackendWhoseBackoffEnds) {
   EXPECT_EQ(changes.granted[0].second.backend, a);
 }
 
+// Each fault sends the test back to the queue; its wait still counts from its first request, so
+// backends that keep failing it (silent, answering "busy") cannot keep it waiting for ever.
+TEST_F(QueuedPoolTest, ATestWhoseBackendKeepsFailingItWaitsNoLongerThanTheQueueTimeout) {
+  const TimePoint first_request = now_;
+  const BackendId a = add(1);
+  ASSERT_EQ(leased(cookie(1)), a);
+  advance(milliseconds(4000));
+  pool_.fault(cookie(1), BackendFault::Silent, now_);
+  ASSERT_TRUE(std::holds_alternative<BackendPool::Queued>(pool_.request(cookie(1), now_)));
+  EXPECT_EQ(pool_.nextDeadline(now_), first_request + milliseconds(5000));
+  now_ = first_request + milliseconds(5000);
+  ASSERT_EQ(pool_.poll(now_).granted.size(), 1U);  // the backoff ended just in time
+  advance(milliseconds(1000));
+  pool_.fault(cookie(1), BackendFault::Silent, now_);
+  const auto answer = pool_.request(cookie(1), now_);
+  ASSERT_TRUE(std::holds_alternative<BackendPool::Refused>(answer));
+  EXPECT_TRUE(std::get<BackendPool::Refused>(answer).waited_out);
+  EXPECT_EQ(pool_.queueLength(), 0U);
+}
+
+// Queued again after a fault, the test keeps its first deadline and expires on it.
+TEST_F(QueuedPoolTest, ATestQueuedAgainAfterAFaultKeepsItsFirstDeadline) {
+  const TimePoint first_request = now_;
+  const BackendId a = add(1);
+  ASSERT_TRUE(leased(cookie(1)));
+  advance(milliseconds(3000));
+  pool_.fault(cookie(1), BackendFault::Closed, now_);
+  ASSERT_TRUE(std::holds_alternative<BackendPool::Queued>(pool_.request(cookie(1), now_)));
+  pool_.retire(a);  // no backend will come free
+  EXPECT_TRUE(pool_.poll(first_request + milliseconds(4999)).expired.empty());
+  const auto changes = pool_.poll(first_request + milliseconds(5000));
+  ASSERT_EQ(changes.expired.size(), 1U);
+  EXPECT_EQ(changes.expired[0].test, cookie(1));
+  EXPECT_FALSE(changes.expired[0].behind_finishing);
+}
+
 TEST_F(BackendPoolTest, WithoutAQueueANewTestStillWaitsForATestThatIsFinishing) {
   // A client that starts its next test the moment its last one ended must not be told "busy"
   // by its own previous test: the proxy may not have seen the end of it yet.
@@ -245,7 +281,8 @@ TEST_F(BackendPoolTest, AWaitForAFinishingTestEndsAtItsOwnDeadline) {
   auto changes = pool_.poll(now_);
   EXPECT_TRUE(changes.granted.empty());
   ASSERT_EQ(changes.expired.size(), 1U);
-  EXPECT_EQ(changes.expired[0], cookie(2));
+  EXPECT_EQ(changes.expired[0].test, cookie(2));
+  EXPECT_TRUE(changes.expired[0].behind_finishing);
 }
 
 }  // namespace
