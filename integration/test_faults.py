@@ -11,7 +11,8 @@ fault costs only what it hits (the proxy keeps running and a real test passes af
 alongside), the client sees what the README's "Limits and failure behaviour" table promises,
 and the proxy's log names the reason.
 
-  fd exhaustion           the proxy under RLIMIT_NOFILE=48 pauses accepting, survives, serves
+  fd exhaustion           the proxy under RLIMIT_NOFILE=48 pauses accepting, survives, serves;
+                          no fd left for the backend: "busy", and the backend is not blamed
   1000 idle connections   evicted oldest-first past --max-pending while a real test runs;
                           a plain iperf3 -s is stalled by far fewer
   --max-tests             a second test is answered "busy" before it reaches the backend
@@ -227,6 +228,35 @@ def test_fd_exhaustion_pauses_accepting_and_recovers(proxy_bin, backend, tmp_pat
         assert proxy.running(), context(proxy, f"proxy died: rc={proxy.returncode}")
         code = proxy.stop()
     assert code == 0, context(proxy, f"proxy exit code {code}")
+
+
+def test_no_fd_for_the_backend_is_the_proxys_limit_not_the_backends_fault(
+        proxy_bin, backend, tmp_path):
+    """With exactly one descriptor left, a client's control connection is accepted but the
+    connection to the backend cannot be made (EMFILE). The client hears "busy" (try again), the
+    log names local-resources, and the backend is not blamed: no "refuses connections", no
+    backoff, the next test passes at once."""
+    if is_sanitized(proxy_bin):
+        pytest.skip("fd exhaustion makes the UBSan runtime report false vptr errors")
+    with harness.Proxy(harness.free_port(), backend=backend.port, binary=proxy_bin,
+                       log_dir=tmp_path, extra_args=["--threads", "1"]) as proxy:
+        settled_fd_count(proxy.pid)
+        used = {int(name) for name in os.listdir(f"/proc/{proxy.pid}/fd")}
+        free = [fd for fd in range(max(used) + 3) if fd not in used]
+        soft, hard = resource.prlimit(proxy.pid, resource.RLIMIT_NOFILE)
+        # The accepted connection gets free[0]; the backend socket would get free[1].
+        resource.prlimit(proxy.pid, resource.RLIMIT_NOFILE, (free[1], hard))
+        try:
+            refused = harness.run_client(proxy.port, ["-t", "1"], timeout=CLIENT_TIMEOUT_S)
+        finally:
+            resource.prlimit(proxy.pid, resource.RLIMIT_NOFILE, (soft, hard))
+        assert "busy" in (refused.error or ""), context(proxy, refused.summary())
+        wait_log(proxy, r"reason=local-resources: connecting to backend 127\.0\.0\.1:\d+: "
+                        r"Too many open files")
+        real_test_passes(proxy, ["-t", "1"], streams=1)
+        assert "refuses connections" not in proxy.log_text(), context(proxy)
+        assert count_log(proxy, r"asking for another") == 0, context(proxy)
+        assert proxy.stop() == 0, context(proxy)
 
 
 # --------------------------------------------------------------------------------------------

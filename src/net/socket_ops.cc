@@ -61,6 +61,11 @@ std::string applyStreamOptions(int fd, const StreamSocketOptions& options) {
   return failed;
 }
 
+bool isLocalResourceError(int error) {
+  return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM ||
+         error == EADDRNOTAVAIL;
+}
+
 UniqueFd startConnect(const Address& to, const StreamSocketOptions* options) {
   UniqueFd fd(::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
   if (!fd) {

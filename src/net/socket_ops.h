@@ -74,4 +74,8 @@ std::optional<std::uint16_t> pickFreePort(const Address& host);
 
 std::string errnoText(int error_number);
 
+// Errors of socket() or connect() that are the proxy's own limits, not the peer's doing: out of
+// descriptors, memory or local ports. A backend that "fails" this way is not to blame.
+bool isLocalResourceError(int error);
+
 }  // namespace iperf3proxy::net

@@ -83,6 +83,11 @@ void BackendLink::connect() {
     if (last_error_ == ECONNREFUSED && retryWhileRelistening()) {
       return;
     }
+    if (net::isLocalResourceError(last_error_)) {
+      stop();
+      callbacks_.on_local_failure(net::errnoText(last_error_));
+      return;
+    }
     fault(pool::BackendFault::Refused, net::errnoText(last_error_));
     return;
   }

@@ -30,6 +30,9 @@ class BackendLink {
     std::function<void(net::UniqueFd fd, std::vector<std::uint8_t> answer)> on_answered;
     // This backend cannot take the test.
     std::function<void(pool::BackendFault fault, std::string detail)> on_fault;
+    // The proxy could not even try (no descriptor, memory or local port left): not the
+    // backend's fault, and another backend would fare no better.
+    std::function<void(std::string detail)> on_local_failure;
   };
 
   BackendLink(ev::EventLoop& loop,

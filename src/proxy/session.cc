@@ -136,12 +136,17 @@ void Session::connectBackend(pool::Lease lease) {
   lease_ = lease;
   link_ = std::make_unique<BackendLink>(
       loop_, std::move(lease), cookie_, settings_.timeouts.backend_connect_ms,
-      BackendLink::Callbacks{[this](net::UniqueFd fd, std::vector<std::uint8_t> answer) {
-                               onBackendAnswered(std::move(fd), std::move(answer));
-                             },
-                             [this](pool::BackendFault fault, std::string detail) {
-                               onBackendFault(fault, detail);
-                             }});
+      BackendLink::Callbacks{
+          [this](net::UniqueFd fd, std::vector<std::uint8_t> answer) {
+            onBackendAnswered(std::move(fd), std::move(answer));
+          },
+          [this](pool::BackendFault fault, std::string detail) { onBackendFault(fault, detail); },
+          [this](std::string detail) {
+            // Answered "busy": try again later, when the proxy has room.
+            onNoBackend(CloseReason::LocalResources,
+                        "connecting to backend " + (lease_ ? lease_->name : std::string("?")) +
+                            ": " + detail);
+          }});
   link_->start();
 }
 

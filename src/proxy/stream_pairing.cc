@@ -54,17 +54,19 @@ StreamPairing::StreamPairing(ev::EventLoop& loop,
       bidirectional_(params.mode == proto::TestMode::Bidirectional),
       options_(streamOptionsOf(params)),
       resolver_(params.uploadStreams(), params.downloadStreams()),
-      dialer_(
-          loop,
-          backend,
-          cookie,
-          backend_connect_ms,
-          options_,
-          StreamDialer::Callbacks{[this](net::UniqueFd fd) { onServerStreamReady(std::move(fd)); },
-                                  [this](int error) {
-                                    fail(CloseReason::StreamDialFailed,
-                                         "backend data connection: " + net::errnoText(error));
-                                  }}) {}
+      dialer_(loop,
+              backend,
+              cookie,
+              backend_connect_ms,
+              options_,
+              StreamDialer::Callbacks{
+                  [this](net::UniqueFd fd) { onServerStreamReady(std::move(fd)); },
+                  [this](int error) {
+                    // The proxy's own limits say nothing about the server.
+                    fail(net::isLocalResourceError(error) ? CloseReason::LocalResources
+                                                          : CloseReason::StreamDialFailed,
+                         "backend data connection: " + net::errnoText(error));
+                  }}) {}
 
 StreamPairing::~StreamPairing() {
   stop();
