@@ -406,6 +406,40 @@ def test_backends_file_is_reread_on_sighup(proxy_bin, tmp_path):
         second.stop()
 
 
+def test_a_server_removed_and_listed_again_while_busy_is_still_one_backend(proxy_bin, tmp_path):
+    """A server taken out of the file while it runs a test, then put back before that test ends,
+    is the same backend, still busy: a second test hears "busy" (no queue) instead of being sent
+    to the server that runs the first. A server listed twice counts once."""
+    server = harness.start_iperf_server(log_dir=tmp_path)
+    listing = tmp_path / "backends"
+    entry = f"127.0.0.1:{server.port}"
+    listing.write_text(f"{entry}\n{entry}\n")
+    try:
+        with harness.Proxy(harness.free_port(), binary=proxy_bin, log_dir=tmp_path,
+                           extra_args=["--backends-file", str(listing)]) as proxy:
+            assert f"backends: {entry};" in proxy.log_text(), context(proxy)
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+                running = pool.submit(harness.run_client, proxy.port, ["-t", "4"],
+                                      CLIENT_TIMEOUT_S)
+                wait_log(proxy, r"\] server -> TEST_RUNNING$")
+                listing.write_text("# empty for a moment\n")
+                proxy.proc.send_signal(signal.SIGHUP)
+                wait_log(proxy, r"SIGHUP: re-read .*: 0 added, 1 removed, 0 in the file$")
+                listing.write_text(f"{entry}\n")
+                proxy.proc.send_signal(signal.SIGHUP)
+                wait_log(proxy, r"SIGHUP: re-read .*: 1 added, 0 removed, 1 in the file$")
+                assert f"backend {entry} back in the pool" in proxy.log_text(), context(proxy)
+                second = harness.run_client(proxy.port, ["-t", "1"], CLIENT_TIMEOUT_S)
+                first = running.result()
+            assert not stream_problems(first, udp=False), context(proxy, first.summary())
+            assert "busy" in (second.error or ""), context(proxy, second.summary())
+            result = harness.run_client(proxy.port, ["-t", "1"], CLIENT_TIMEOUT_S)
+            assert not stream_problems(result, udp=False), context(proxy, result.summary())
+            assert proxy.stop() == 0, context(proxy)
+    finally:
+        server.stop()
+
+
 # --------------------------------------------------------------------------------------------
 # The race testbed with several tests at once
 # --------------------------------------------------------------------------------------------

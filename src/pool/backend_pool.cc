@@ -95,6 +95,21 @@ void BackendPool::retire(BackendId id) {
   forgetRetired();
 }
 
+std::optional<BackendId> BackendPool::retiredAt(const net::Address& address) const {
+  for (const auto& backend : backends_) {
+    if (backend.retired && backend.address && backend.address->toString() == address.toString()) {
+      return backend.id;
+    }
+  }
+  return std::nullopt;
+}
+
+void BackendPool::unretire(BackendId id) {
+  if (Backend* backend = find(id)) {
+    backend->retired = false;
+  }
+}
+
 void BackendPool::forgetRetired() {
   std::erase_if(backends_, [](const Backend& b) { return b.retired && !b.test; });
 }

@@ -111,6 +111,11 @@ class BackendPool {
   // Takes the backend out of dispatch; it is forgotten once its running test (if any) ends.
   void retire(BackendId id);
 
+  // A retired backend at `address` that is still running its test, if any: listed again, it
+  // comes back (unretire) rather than being added a second time beside itself.
+  std::optional<BackendId> retiredAt(const net::Address& address) const;
+  void unretire(BackendId id);
+
   struct Queued {};
 
   struct Refused {

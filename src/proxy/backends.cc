@@ -50,8 +50,22 @@ bool Backends::addFromFile(const std::string& text, std::string* error) {
     *error = "backend " + text + ": " + why;
     return false;
   }
-  from_file_[text] = addGiven(*address);
+  if (givenAt(*address)) {
+    spdlog::warn("backend {} is {}, already a backend: listed once", text, address->toString());
+    return true;
+  }
+  from_file_[address->toString()] = addGiven(*address);
   return true;
+}
+
+std::optional<pool::BackendId> Backends::givenAt(const net::Address& address) const {
+  const std::string key = address.toString();
+  for (const auto& [id, at] : given_) {
+    if (at.toString() == key) {
+      return id;
+    }
+  }
+  return std::nullopt;
 }
 
 pool::BackendId Backends::addGiven(const net::Address& address) {
@@ -137,6 +151,10 @@ bool Backends::start(std::string* error, int* exit_code) {
       *error = "--backend " + text + ": " + why;
       return false;
     }
+    if (givenAt(*address)) {
+      spdlog::warn("--backend {} is {}, already a backend: listed once", text, address->toString());
+      continue;
+    }
     addGiven(*address);
   }
   if (config_.file) {
@@ -219,12 +237,10 @@ void Backends::reload() {
     spdlog::error("SIGHUP: {}; the backends stay as they were", error);
     return;
   }
-  // Resolve everything first: a file that is half valid changes nothing.
-  std::vector<std::pair<std::string, net::Address>> added;
+  // Resolve everything first: a file that is half valid changes nothing. Entries are compared
+  // by where they resolve to, so a new spelling of a listed server changes nothing either.
+  std::map<std::string, net::Address> wanted;
   for (const auto& entry : entries) {
-    if (from_file_.contains(entry)) {
-      continue;
-    }
     std::string why;
     const auto address = net::resolveHostPort(entry, &why);
     if (!address) {
@@ -232,11 +248,11 @@ void Backends::reload() {
                     why);
       return;
     }
-    added.emplace_back(entry, *address);
+    wanted.emplace(address->toString(), *address);
   }
   int removed = 0;
   for (auto it = from_file_.begin(); it != from_file_.end();) {
-    if (std::find(entries.begin(), entries.end(), it->first) == entries.end()) {
+    if (!wanted.contains(it->first)) {
       spdlog::info("backend {} removed; it takes no new test and leaves once its test ends",
                    it->first);
       pool_.retire(it->second);
@@ -247,12 +263,25 @@ void Backends::reload() {
       ++it;
     }
   }
-  for (const auto& [entry, address] : added) {
-    from_file_[entry] = addGiven(address);
-    spdlog::info("backend {} added", entry);
+  int added = 0;
+  for (const auto& [key, address] : wanted) {
+    if (from_file_.contains(key) || givenAt(address)) {
+      continue;  // listed already (a --backend, or this file before)
+    }
+    if (const auto retired = pool_.retiredAt(address)) {
+      // Removed earlier and still running its test: the same server, so the same backend.
+      pool_.unretire(*retired);
+      given_[*retired] = address;
+      from_file_[key] = *retired;
+      spdlog::info("backend {} back in the pool (its test still runs)", key);
+    } else {
+      from_file_[key] = addGiven(address);
+      spdlog::info("backend {} added", key);
+    }
+    ++added;
   }
-  spdlog::info("SIGHUP: re-read {}: {} added, {} removed, {} in the file", *config_.file,
-               added.size(), removed, entries.size());
+  spdlog::info("SIGHUP: re-read {}: {} added, {} removed, {} in the file", *config_.file, added,
+               removed, entries.size());
   settle();
 }
 

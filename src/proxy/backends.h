@@ -101,6 +101,10 @@ class Backends {
   bool awaitEmbeddedListening(std::string* error, int* exit_code);
   bool addFromFile(const std::string& text, std::string* error);
   pool::BackendId addGiven(const net::Address& address);
+  // The given backend (--backend or the file) at `address`, if one is in dispatch. One server is
+  // one backend however it is spelled: listed twice, the pool would send a second test to a
+  // server that runs one.
+  std::optional<pool::BackendId> givenAt(const net::Address& address) const;
   // A given backend refused a connection: down until a probe connects.
   void markDown(pool::BackendId id);
   void probeDown();
@@ -115,7 +119,7 @@ class Backends {
   pool::BackendPool pool_;
   std::vector<std::unique_ptr<EmbeddedServer>> embedded_;
   std::map<pool::BackendId, EmbeddedServer*> embedded_by_id_;
-  std::map<std::string, pool::BackendId> from_file_;  // by the file's own text
+  std::map<std::string, pool::BackendId> from_file_;  // by resolved address (Address::toString)
   std::map<pool::BackendId, net::Address> given_;     // --backend and --backends-file
   // Given backends that are down, each with its probe while one is under way.
   std::map<pool::BackendId, std::unique_ptr<BackendProbe>> down_;

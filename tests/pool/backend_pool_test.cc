@@ -257,6 +257,21 @@ TEST_F(QueuedPoolTest, ATestQueuedAgainAfterAFaultKeepsItsFirstDeadline) {
   EXPECT_FALSE(changes.expired[0].behind_finishing);
 }
 
+// A server removed while it runs a test and listed again before that test ends is the same
+// backend, still busy: nothing else may be sent to it.
+TEST_F(BackendPoolTest, ARetiredBackendListedAgainComesBackStillRunningItsTest) {
+  const BackendId a = add(1);
+  ASSERT_EQ(leased(cookie(1)), a);
+  pool_.retire(a);
+  ASSERT_EQ(pool_.retiredAt(address(1)), a);
+  EXPECT_FALSE(pool_.retiredAt(address(2)));
+  pool_.unretire(a);
+  EXPECT_FALSE(pool_.retiredAt(address(1)));
+  EXPECT_FALSE(leased(cookie(2)));  // still running cookie(1)'s test
+  pool_.release(cookie(1), now_);
+  EXPECT_EQ(leased(cookie(3)), a);  // and not forgotten when that test ended
+}
+
 TEST_F(BackendPoolTest, WithoutAQueueANewTestStillWaitsForATestThatIsFinishing) {
   // A client that starts its next test the moment its last one ended must not be told "busy"
   // by its own previous test: the proxy may not have seen the end of it yet.
