@@ -32,8 +32,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 from fake_client import (  # noqa: E402
-    ACCESS_DENIED, CLIENT_TIMEOUT_S, IO_TIMEOUT_S, PROMPT_S, context, count_log, dial,
-    new_cookie, read_until_closed, wait_log)
+    ACCESS_DENIED, BASE_PARAMS, CLIENT_TIMEOUT_S, CREATE_STREAMS, IO_TIMEOUT_S, PROMPT_S,
+    FakeClient, context, count_log, dial, new_cookie, read_until_closed, wait_log)
 
 BUSY = "the server is busy running a test"
 
@@ -165,6 +165,33 @@ def test_udp_tests_from_one_address_at_once(proxy_bin, tmp_path):
         assert re.search(overlap, proxy.log_text()), context(proxy, "the tests never overlapped")
         assert [e.reason for e in ended_lines(proxy)] == ["completed"] * 4 * rounds, context(proxy)
         assert "dropped UDP datagram" not in proxy.log_text(), context(proxy)
+        assert proxy.stop() == 0, context(proxy)
+
+
+def test_a_client_that_leaves_while_waiting_for_its_udp_turn_ends_at_once(proxy_bin, tmp_path):
+    """A UDP test waits for its address's turn to set up flows (its CREATE_STREAMS held back) and
+    its client goes away: the test ends at once as control-closed-early, not at the stream-setup
+    deadline, and the backend is free for the next test."""
+    udp_params = {k: v for k, v in BASE_PARAMS.items() if k != "tcp"}
+    udp_params.update(udp=True, len=1400, bandwidth=1048576)
+    with harness.Proxy(harness.free_port(), binary=proxy_bin, log_dir=tmp_path,
+                       extra_args=["--servers", "2"]) as proxy:
+        holder = FakeClient(proxy.port)  # takes the turn and never opens its flows
+        holder.hello()
+        holder.send_json(udp_params)
+        holder.expect_state(CREATE_STREAMS)
+        waiter = FakeClient(proxy.port)
+        waiter.hello()
+        waiter.send_json(udp_params)
+        wait_log(proxy, rf"\[s:{waiter.sid}\] waits for another test from 127\.0\.0\.1 to set "
+                        r"up its UDP streams")
+        waiter.close()
+        wait_log(proxy, rf"\[s:{waiter.sid}\] test ended: .*reason=control-closed-early",
+                 timeout=PROMPT_S)
+        holder.close()
+        wait_ends(proxy, 2)
+        result = harness.run_client(proxy.port, ["-u", "-t", "1", "-b", "1M"], CLIENT_TIMEOUT_S)
+        assert not stream_problems(result, udp=True), context(proxy, result.summary())
         assert proxy.stop() == 0, context(proxy)
 
 

@@ -67,6 +67,7 @@ class ControlRelay {
 
   // The same for everything from the server to the client: the session holds a UDP test's
   // CREATE_STREAMS until it is the test's turn to set up UDP streams (pool/udp_setup_turns.h).
+  // If the server closes meanwhile, the relay finishes without passing on what it held.
   void holdServerToClient();
   void releaseServerToClient();
 
